@@ -1,0 +1,38 @@
+"""The profile tool: counts beside the paper, table contents, report files and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ultralight3d.cli import main
+from ultralight3d.profile import format_table, profile_models, write_report
+
+
+def test_profile_counts_and_report(tmp_path) -> None:
+    rows = profile_models(["ultralight_unet3d_t"], peers=[], size=32, latency=False, progress=False)
+    assert [(r.model, r.setting) for r in rows] == [("ultralight_unet3d_t", "default"), ("ultralight_unet3d_t", "paper")]
+    default, paper = rows
+    assert paper.params_m == pytest.approx(0.061016, abs=1e-6)  # Table-10 settings: 61,016 parameters
+    assert abs(paper.params_diff_pct) < 2 and default.params_diff_pct > paper.params_diff_pct
+    # the 1->3 input repeat only changes the stem: FLOPs grow, and at 32³ they are (32/96)³ of the 96³ numbers
+    assert paper.gflops > default.gflops > 0
+    table = format_table(rows, 32)
+    assert "| ultralight_unet3d_t | paper | 0.0610 | 0.061 | +0.0% |" in table
+    out = write_report(rows, tmp_path / "profile.md", 32)
+    assert "torch threads" in out.read_text() and "| ultralight_unet3d_t |" in out.read_text()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["rows"][1]["params_m"] == pytest.approx(0.061016, abs=1e-6)
+
+
+def test_profile_latency_and_cli(tmp_path, capsys) -> None:
+    out = tmp_path / "p.md"
+    code = main(["profile", "--models", "ultralight_unet3d_t", "--peers", "", "--size", "32", "--repeats", "1",
+                 "--output", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| ultralight_unet3d_t | default"))
+    latency = float(row.split("|")[9])
+    assert latency > 0
+    assert out.is_file() and out.with_suffix(".json").is_file()

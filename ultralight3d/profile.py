@@ -1,0 +1,290 @@
+"""Parameters, FLOPs, CPU latency and peak memory of the registered networks beside the published numbers.
+
+FLOPs are counted with ptflops (``get_model_complexity_info``, pytorch backend) and reported, as in the papers, as
+multiply-accumulates (MACs) of convolutions plus element counts of norms, activations, pooling and upsampling; the
+column is labelled "GFLOPs (ptflops MACs)". Latency is the median wall time of ``repeats`` forward passes after
+``warmup`` passes, batch 1, in ``torch.inference_mode()``, with the thread count stated in the table. Peak memory is
+the growth of the process's peak resident set over the forward passes (model and input already allocated), measured in a fresh subprocess per model so
+one model's allocations do not hide another's.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .registry import create_model, get_model_cfg, list_models
+
+__all__ = ["ProfileRow", "PEERS", "build_network", "profile_models", "format_table", "machine_info", "write_report"]
+
+
+def _swin_unetr(in_channels: int, out_channels: int) -> nn.Module:
+    from monai.networks.nets import SwinUNETR
+
+    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48)
+
+
+def _unetr(in_channels: int, out_channels: int) -> nn.Module:
+    from monai.networks.nets import UNETR
+
+    return UNETR(in_channels=in_channels, out_channels=out_channels, img_size=(96, 96, 96))
+
+
+def _dynunet_nnunet(in_channels: int, out_channels: int) -> nn.Module:
+    """DynUNet in nnU-Net's 3d_fullres configuration for a 96³ patch: six stages, 3³ kernels, filters 32..320."""
+    from monai.networks.nets import DynUNet
+
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[[3, 3, 3]] * 6,
+        strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+        upsample_kernel_size=[[2, 2, 2]] * 5,
+        filters=[32, 64, 128, 256, 320, 320],
+        norm_name=("instance", {"affine": True}),
+        act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        deep_supervision=False,
+    )
+
+
+#: peer networks (MONAI) measured beside ours; name -> builder(in_channels, out_channels)
+PEERS: dict[str, Callable[[int, int], nn.Module]] = {
+    "swin_unetr": _swin_unetr,
+    "unetr": _unetr,
+    "dynunet_nnunet": _dynunet_nnunet,
+}
+
+
+def build_network(name: str, setting: str = "default", in_channels: int = 1, out_channels: int = 2) -> nn.Module:
+    """A registered model (``setting`` "default" or "paper": the paper's Table-10 settings) or a peer from PEERS."""
+    if name in PEERS:
+        return PEERS[name](in_channels, out_channels)
+    kwargs: dict[str, Any] = {"in_channels": in_channels, "out_channels": out_channels}
+    if setting == "paper":
+        kwargs.update(get_model_cfg(name).paper_settings)
+    return create_model(name, **kwargs)
+
+
+@dataclass
+class ProfileRow:
+    """One line of the profile table (None where not measured or not published)."""
+
+    model: str
+    setting: str
+    params_m: float
+    gflops: float | None
+    paper_params_m: float | None
+    paper_gflops: float | None
+    latency_ms: float | None = None
+    peak_mem_mb: float | None = None
+    path: str = "plain"
+
+    @property
+    def params_diff_pct(self) -> float | None:
+        return None if not self.paper_params_m else 100 * (self.params_m - self.paper_params_m) / self.paper_params_m
+
+    @property
+    def gflops_diff_pct(self) -> float | None:
+        if not self.paper_gflops or self.gflops is None:
+            return None
+        return 100 * (self.gflops - self.paper_gflops) / self.paper_gflops
+
+
+def _count_gflops(net: nn.Module, in_channels: int, size: int) -> float | None:
+    from ptflops import get_model_complexity_info
+
+    try:
+        macs, _ = get_model_complexity_info(
+            net, (in_channels, size, size, size), as_strings=False, print_per_layer_stat=False, verbose=False
+        )
+    except Exception:  # a peer with an op ptflops cannot trace: leave the cell empty rather than guess
+        return None
+    return None if macs is None else float(macs) / 1e9
+
+
+def _fast_path(net: nn.Module) -> tuple[nn.Module, str]:
+    """The optimised CPU inference path when available (eval mode), else the plain module."""
+    try:
+        from .networks.optimize import optimize_for_inference
+    except ImportError:
+        return net.eval(), "plain"
+    try:
+        return optimize_for_inference(net), "optimised"
+    except Exception:
+        return net.eval(), "plain"
+
+
+def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
+                 optimised: bool, queue: Any) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = build_network(name, setting, in_channels).eval()
+    path = "plain"
+    if optimised:
+        net, path = _fast_path(net)
+    x = torch.randn(1, in_channels, size, size, size)
+    times = []
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and input allocated, no forward yet
+    with torch.inference_mode():
+        for _ in range(warmup):
+            net(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((1000 * statistics.median(times), max(peak_kb - base_kb, 0) / 1024, path))
+
+
+def _measure_latency(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
+                     optimised: bool) -> tuple[float, float, str]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_time_worker, args=(name, setting, in_channels, size, threads, warmup, repeats, optimised, queue)
+    )
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def profile_models(
+    names: Sequence[str] | None = None,
+    peers: Sequence[str] | None = None,
+    size: int = 96,
+    in_channels: int = 1,
+    threads: int | None = None,
+    warmup: int = 1,
+    repeats: int = 3,
+    latency: bool = True,
+    optimised: bool = True,
+    progress: bool = True,
+) -> list[ProfileRow]:
+    """Profile registered models (each in its default and, for UltraLightUNet, its Table-10 setting) and peers.
+
+    Args:
+        names: registered models (default: all).
+        peers: peer names from :data:`PEERS` (default: all); pass ``[]`` for none.
+        size: cubic input size (96 in the papers).
+        in_channels: input channels.
+        threads: torch CPU threads for the latency runs (default: ``torch.get_num_threads()``).
+        warmup: untimed forwards before timing.
+        repeats: timed forwards (median reported).
+        latency: measure latency and memory (False: counts only, fast).
+        optimised: time registered models through the CPU fast path (``optimize_for_inference``) when available.
+        progress: show a tqdm bar.
+
+    Returns:
+        one :class:`ProfileRow` per (model, setting).
+    """
+    from tqdm.auto import tqdm
+
+    names = list_models() if names is None else list(names)
+    peers = list(PEERS) if peers is None else list(peers)
+    threads = threads or torch.get_num_threads()
+    jobs: list[tuple[str, str]] = []
+    for n in names:
+        jobs.append((n, "default"))
+        if get_model_cfg(n).paper_settings:
+            jobs.append((n, "paper"))
+    jobs += [(p, "default") for p in peers]
+    rows: list[ProfileRow] = []
+    for name, setting in tqdm(jobs, desc="profile", disable=not progress):
+        torch.manual_seed(0)
+        net = build_network(name, setting, in_channels).eval()
+        cfg = get_model_cfg(name) if name not in PEERS else None
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        row = ProfileRow(
+            model=name,
+            setting=setting,
+            params_m=params,
+            gflops=_count_gflops(net, in_channels if setting != "paper" else 1, size),
+            paper_params_m=cfg.paper_params_m if cfg else None,
+            paper_gflops=cfg.paper_gflops if cfg else None,
+        )
+        del net
+        if latency and (setting == "default" or name in PEERS):
+            row.latency_ms, row.peak_mem_mb, row.path = _measure_latency(
+                name, setting, in_channels, size, threads, warmup, repeats, optimised and name not in PEERS
+            )
+        rows.append(row)
+    return rows
+
+
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    """CPU model, core count, torch/MONAI versions, thread count and date, for the table caption."""
+    import monai
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": mp.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "–" if v is None else f"{v:{spec}}{suffix}"
+
+
+def format_table(rows: Sequence[ProfileRow], size: int = 96) -> str:
+    """Markdown table; latency ratios are relative to 3D UX-Net measured in the same run (when present)."""
+    ref = next((r.latency_ms for r in rows if r.model == "uxnet3d" and r.latency_ms), None)
+    lines = [
+        f"| model | setting | params (M) | paper (M) | Δ params | GFLOPs @{size}³ (ptflops MACs) | paper G | Δ FLOPs "
+        "| CPU latency (ms) | × faster than 3D UX-Net | peak mem (MB) | path |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        speed = None if not (ref and r.latency_ms) else ref / r.latency_ms
+        lines.append(
+            f"| {r.model} | {r.setting} | {r.params_m:.4f} | {_fmt(r.paper_params_m, '.3f')} | "
+            f"{_fmt(r.params_diff_pct, '+.1f', '%')} | {_fmt(r.gflops, '.2f')} | {_fmt(r.paper_gflops, '.2f')} | "
+            f"{_fmt(r.gflops_diff_pct, '+.1f', '%')} | {_fmt(r.latency_ms, '.0f')} | {_fmt(speed, '.1f', '×')} | "
+            f"{_fmt(r.peak_mem_mb, '.0f')} | {r.path if r.latency_ms else '–'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(rows: Sequence[ProfileRow], path: str | Path, size: int = 96, threads: int | None = None) -> Path:
+    """Write the markdown table with its machine caption, and the raw rows as JSON beside it (atomically)."""
+    from .utils import atomic_path
+
+    info = machine_info(threads)
+    caption = (
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads; torch {info['torch']}, "
+        f"MONAI {info['monai']}, Python {info['python']}; {info['date']}. Input 1×1×{size}³, batch 1, float32. "
+        "'paper' rows use the Table-10 settings (1-channel input repeated to 3, no MKDC-branch norm, 2 classes); "
+        "latency is measured on the default rows."
+    )
+    path = Path(path)
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(f"{caption}\n\n{format_table(rows, size)}\n")
+    with atomic_path(path.with_suffix(".json"), overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"machine": info, "rows": [asdict(r) for r in rows]}, indent=2))
+    return path
