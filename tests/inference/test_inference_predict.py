@@ -1,0 +1,122 @@
+"""End to end with the real network from a bundle folder: API, CLI, outputs, safety (overwrite, failures, exit code)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from ultralight3d import create_model
+from ultralight3d.cli import main
+from ultralight3d.errors import UserInputError
+from ultralight3d.inference import Predictor, load_checkpoint
+
+AFFINE = np.array([[0.0, 0, -1.5, 40], [-0.9, 0, 0, 10], [0, 1.1, 0, -7], [0, 0, 0, 1]])  # permuted, flipped, aniso
+IDS = {"roi_size": [64, 64, 64], "sw_batch_size": 1, "overlap": 0.25, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, make_bundle_fn):
+    return make_bundle_fn(tmp_path_factory.mktemp("b") / "custom", protocol="generic", **IDS)
+
+
+def _case(path, phantom, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(phantom, affine), path)
+    return path
+
+
+def test_bundle_predict_matches_direct_network(bundle, tmp_path, phantom):
+    src = _case(tmp_path / "in" / "sub01.nii.gz", phantom, np.diag([0.9, 1.1, 1.5, 1.0]))  # RAS: no reorientation
+    predictor = Predictor.from_bundle(bundle, overrides={"device": "$torch.device('cpu')"})
+    assert predictor.roi_size == (64, 64, 64) and predictor.channels == ["image"]
+    run = predictor.predict(src, tmp_path / "out")
+    assert run.ok, run.cases[0].error
+    label = nib.load(tmp_path / "out" / "sub01_seg.nii.gz")
+    assert label.get_data_dtype() == np.uint8 and label.shape == phantom.shape
+    # the same network, loaded by hand, run on the z-scored image: same argmax
+    net = load_checkpoint(create_model("ultralight_unet3d_t", in_channels=1, out_channels=2), bundle / "models" /
+                          "model.pt").eval()
+    x = torch.from_numpy((phantom - phantom[phantom != 0].mean()) / phantom[phantom != 0].std())[None, None]
+    with torch.no_grad():
+        want = sliding_window_inference(x, (64, 64, 64), 1, net, overlap=0.25, mode="gaussian").argmax(1)[0].numpy()
+    got = np.asarray(label.dataobj)
+    assert (got == want).mean() > 0.999
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (rec,) = summary["cases"]
+    assert rec["status"] == "ok" and summary["labels"] == {"1": "foreground"}
+    assert set(rec["timings_s"]) >= {"read", "preprocess", "network", "stitch", "invert", "write", "total"}
+    assert rec["volume_ml"]["1"] == pytest.approx((got == 1).sum() * 0.9 * 1.1 * 1.5 / 1000, abs=1e-3)
+
+
+def test_cli_outputs_failures_and_overwrite(bundle, tmp_path, phantom, capsys):
+    _case(tmp_path / "in" / "good.nii.gz", phantom)
+    bad = phantom.copy()
+    bad[0, 0, 0] = np.nan
+    _case(tmp_path / "in" / "bad.nii.gz", bad)
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(tmp_path / "in"), "-o", str(out), "--bundle", str(bundle), "--device", "cpu",
+            "--quiet"]
+    assert main(args) == 1  # one case failed
+    assert sorted(p.name for p in out.iterdir()) == ["good.seg.nrrd", "good_seg.nii.gz", "labels.csv", "labels.ctbl",
+                                                     "summary.csv", "summary.json"]
+    seg = nib.load(out / "good_seg.nii.gz")
+    np.testing.assert_allclose(seg.affine, AFFINE)
+    assert seg.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+    recs = {r["case"]: r for r in json.loads((out / "summary.json").read_text())["cases"]}
+    assert recs["good"]["status"] == "ok"
+    assert recs["bad"]["status"] == "failed" and "bad.nii.gz has 1 NaN/inf voxel(s)" in recs["bad"]["error"]
+    assert "1/2 case(s) segmented" in capsys.readouterr().out
+    # nothing is overwritten without --overwrite: one clear error, exit code 2, files untouched
+    before = (out / "good_seg.nii.gz").stat().st_mtime_ns
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 4 output file(s) already exist (") and "pass --overwrite to replace them" in err
+    assert (out / "good_seg.nii.gz").stat().st_mtime_ns == before
+    (tmp_path / "in" / "bad.nii.gz").unlink()
+    assert main(args + ["--overwrite"]) == 0
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_unwritable_output_folder(bundle, tmp_path, phantom):
+    src = _case(tmp_path / "a.nii.gz", phantom)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    predictor = Predictor.from_bundle(bundle, overrides={"device": "$torch.device('cpu')"})
+    with pytest.raises(UserInputError, match=r"output folder .*afile is a file; choose a folder path for -o"):
+        predictor.predict(src, blocker)
+    with pytest.raises(UserInputError, match=r"cannot create output folder .*afile/sub.*choose a writable folder"):
+        predictor.predict(src, blocker / "sub")
+
+
+def test_bundle_errors(bundle, tmp_path):
+    with pytest.raises(UserInputError, match=r"nobundle/configs/inference\.json not found; --bundle must be a bundle"):
+        Predictor.from_bundle(tmp_path / "nobundle")
+    with pytest.raises(UserInputError, match=r"checkpoint .*missing\.pt not found; train the bundle first"):
+        Predictor.from_bundle(bundle, checkpoint=tmp_path / "missing.pt")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model": create_model("ultralight_unet3d_s", in_channels=1, out_channels=2).state_dict()}, wrong)
+    with pytest.raises(UserInputError, match=r"checkpoint .*wrong\.pt does not fit the bundle's network"):
+        Predictor.from_bundle(bundle, checkpoint=wrong)
+
+
+def test_monai_bundle_run_uses_same_path(bundle, tmp_path, phantom):
+    """``python -m monai.bundle run`` on inference.json (what model-zoo users and Slicer's backend do)."""
+    from monai.bundle import ConfigWorkflow
+
+    _case(tmp_path / "data" / "imagesTs" / "s1.nii.gz", phantom)
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="infer",
+                        logging_file=False, meta_file=None, bundle_root=str(bundle),
+                        dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "eval"),
+                        device="$torch.device('cpu')")
+    wf.initialize()
+    assert wf.check_properties() in ([], None)
+    wf.run()
+    wf.finalize()
+    seg = nib.load(tmp_path / "eval" / "s1_seg.nii.gz")
+    np.testing.assert_allclose(seg.affine, AFFINE)
+    assert (tmp_path / "eval" / "s1.seg.nrrd").is_file()
