@@ -120,3 +120,16 @@ def test_monai_bundle_run_uses_same_path(bundle, tmp_path, phantom):
     seg = nib.load(tmp_path / "eval" / "s1_seg.nii.gz")
     np.testing.assert_allclose(seg.affine, AFFINE)
     assert (tmp_path / "eval" / "s1.seg.nrrd").is_file()
+
+
+def test_cpu_fast_path_is_default_and_equal_to_plain(bundle, phantom):
+    from ultralight3d.networks.optimize import is_optimized
+
+    cpu = {"device": "$torch.device('cpu')", "progress": False}
+    fast = Predictor.from_bundle(bundle, overrides=cpu)
+    plain = Predictor.from_bundle(bundle, overrides={**cpu, "optimize": False})
+    assert is_optimized(fast.model) and not is_optimized(plain.model)
+    x = torch.from_numpy((phantom - phantom.mean()) / phantom.std()).float()[None]  # (1, X, Y, Z), odd sizes
+    p_fast, p_plain = fast.predict_probabilities(x), plain.predict_probabilities(x)
+    assert p_fast.shape == (2,) + phantom.shape
+    torch.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-4)

@@ -49,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable float16 autocast on CUDA")
     p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
                    help="torch (default) or onnxruntime (uses <bundle>/models/model.onnx or --checkpoint X.onnx)")
+    p.add_argument("--plain", action="store_true",
+                   help="run the plain network modules instead of the CPU fast path (same logits, slower)")
     p.add_argument("--probabilities", action="store_true", help="also write <case>_probs.nii.gz (float32, 4D)")
     p.add_argument("--no-seg-nrrd", action="store_true", help="skip <case>.seg.nrrd")
     p.add_argument("--no-dicom-seg", action="store_true", help="skip the DICOM-SEG for DICOM input")
@@ -73,6 +75,7 @@ def run_predict(args: argparse.Namespace) -> int:
         "engine": args.engine,
         "tta": True if args.tta else None,
         "amp": False if args.no_amp else None,
+        "optimize": False if args.plain else None,
         "progress": False if args.quiet else None,
     }
     if args.variant:

@@ -57,6 +57,7 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
     "overlap": 0.5,
     "tta": False,
     "amp": True,
+    "optimize": True,
     "progress": True,
     "inferer": {
         "_target_": "SlidingWindowInferer",
@@ -82,6 +83,7 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
         "device": "@device",
         "stitch_device": "@stitch_device",
         "amp": "@amp",
+        "optimize": "@optimize",
         "tta": "@tta",
         "name": "@model_name",
         "progress": "@progress",

@@ -143,6 +143,9 @@ class Predictor:
         tta: flip test-time augmentation: average the softmax over every combination of flips along ``tta_axes``.
         inferer: a ready MONAI inferer (e.g. the bundle's ``@inferer``); overrides the sliding-window arguments.
         engine: ``"torch"`` or ``"onnxruntime"``.
+        optimize: on the CPU, run a torch network through
+            :func:`ultralight3d.networks.optimize.optimize_for_inference` (same logits, several times faster for
+            UltraLightUNet; channels-last layout for other networks). Default True.
         name: model name written into DICOM-SEG and the summary.
         progress: tqdm bars (cases and windows).
     """
@@ -166,6 +169,7 @@ class Predictor:
         tta_axes: Sequence[int] = (0, 1, 2),
         inferer: Inferer | None = None,
         engine: str = "torch",
+        optimize: bool = True,
         name: str = "ultralight3d",
         progress: bool = True,
     ) -> None:
@@ -185,6 +189,10 @@ class Predictor:
             if checkpoint is not None:
                 load_checkpoint(model, checkpoint)
             model = model.to(self.device).eval()
+            if optimize and self.device.type == "cpu":
+                from ..networks.optimize import optimize_for_inference
+
+                model = optimize_for_inference(model)
         elif checkpoint is not None:
             raise UserInputError("a checkpoint can only be loaded into a torch network (engine 'torch')")
         self.model = model
