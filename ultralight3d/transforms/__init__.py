@@ -1,0 +1,15 @@
+"""Data pipelines: dataset protocols (declarative, in the repository's top-level ``transforms/``) and custom transforms.
+
+Public API: :func:`get_pipeline`, :func:`get_protocol`, :func:`list_protocols`, :class:`LoadChannelsd`.
+"""
+
+from __future__ import annotations
+
+from .dictionary import LoadChannelsd, find_user_error, load_channels
+from .protocols import PROTOCOL_DIR_ENV, STAGES, get_pipeline, get_protocol, list_protocols, protocol_dir
+
+__all__ = [
+    "LoadChannelsd", "load_channels", "find_user_error", "get_pipeline", "get_protocol", "list_protocols",
+    "protocol_dir",
+    "PROTOCOL_DIR_ENV", "STAGES",
+]  # fmt: skip
