@@ -233,23 +233,6 @@ def _metadata(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _fix_negative_transpose_perms(onnx_model: Any) -> int:
-    """The TorchScript exporter writes ``movedim(-1, 1)`` as a Transpose with a negative ``perm`` entry, which ONNX
-    Runtime rejects. Rewrite such perms to their positive equivalents; returns how many nodes were fixed."""
-    fixed = 0
-    for node in onnx_model.graph.node:
-        if node.op_type != "Transpose":
-            continue
-        for attr in node.attribute:
-            if attr.name == "perm" and any(p < 0 for p in attr.ints):
-                rank = len(attr.ints)
-                perm = [p + rank if p < 0 else p for p in attr.ints]
-                del attr.ints[:]
-                attr.ints.extend(perm)
-                fixed += 1
-    return fixed
-
-
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -297,7 +280,6 @@ def export_onnx(
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        _fix_negative_transpose_perms(proto)
         meta = proto.metadata_props.add()
         meta.key, meta.value = ONNX_META_KEY, json.dumps(_metadata(model, x))
         onnx.checker.check_model(proto)

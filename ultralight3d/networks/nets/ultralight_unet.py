@@ -15,6 +15,7 @@ Two switches decide whether the parameter/FLOP counts match the paper's Table 10
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,8 +137,12 @@ class UltraLightUNet(nn.Module):
         )
         self.spatial_attn = SpatialAttention(spatial_dims, 7)  # one instance shared by all decoder stages
         # one gate per decoder stage; the last stage has no skip, so its slot holds a no-op placeholder
+        # F_int = F // 2 with groups = F // 2 (each group maps 2 channels to 1); odd or tiny widths, as in width
+        # scans, fall back to the largest group count that divides both sides
         gates: list[nn.Module] = [
-            GroupedAttentionGate(spatial_dims, f, f, f // 2, gag_kernel, groups=max(f // 2, 1), norm=norm)
+            GroupedAttentionGate(
+                spatial_dims, f, f, max(f // 2, 1), gag_kernel, groups=math.gcd(f, max(f // 2, 1)), norm=norm
+            )
             for f in (c[3], c[2], c[1], c[0])
         ]
         self.gates = nn.ModuleList(gates + [_NoGate()])

@@ -33,9 +33,12 @@ class _ChannelLayerNorm(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.movedim(1, -1)
-        x = F.layer_norm(x, [self.channels], self.weight, self.bias, self.eps)
-        return x.movedim(-1, 1)
+        # explicit non-negative permutations (ONNX Runtime rejects the negative ones movedim(-1, 1) exports to)
+        n = x.dim()
+        to_last = [0] + [i for i in range(2, n)] + [1]
+        to_first = [0, n - 1] + [i for i in range(1, n - 1)]
+        x = F.layer_norm(x.permute(to_last), [self.channels], self.weight, self.bias, self.eps)
+        return x.permute(to_first)
 
 
 class _UXBlock(nn.Module):
