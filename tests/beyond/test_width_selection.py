@@ -91,7 +91,7 @@ def test_unreadable_file_and_bad_crop_are_clear_errors(tmp_path: Path, volumes: 
 def test_scan_is_deterministic_finite_and_cli_writes_results(volumes: Path, tmp_path: Path) -> None:
     res = select_width(volumes, reference_model="ultralight_unet3d_t", crop=CROP, max_images=1, progress=False)
     caps = [c.cap for c in res.candidates]
-    assert caps == [32, 16, 8, 4, 2]  # cap 1 gives zero-width attention layers and is dropped
+    assert caps == [32, 16, 8, 4, 2, 1]  # every cap down to 1 builds (gates fall back to gcd groups)
     assert res.reference_channels == [4, 8, 16, 24, 32]
     assert all(np.isfinite(c.score) and c.score > 0 for c in res.candidates)
     params = [c.params for c in res.candidates]
