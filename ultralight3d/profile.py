@@ -4,7 +4,8 @@ FLOPs are counted with ptflops (``get_model_complexity_info``, pytorch backend) 
 multiply-accumulates (MACs) of convolutions plus element counts of norms, activations, pooling and upsampling; the
 column is labelled "GFLOPs (ptflops MACs)". Latency is the median wall time of ``repeats`` forward passes after
 ``warmup`` passes, batch 1, in ``torch.inference_mode()``, with the thread count stated in the table. Peak memory is
-the growth of the process's peak resident set over the forward passes (model and input already allocated), measured in a fresh subprocess per model so
+the growth of the peak resident set (Linux ``VmHWM``, reset before the first forward) over the resident set with
+model and input allocated, measured in a fresh subprocess per model so
 one model's allocations do not hide another's.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -127,6 +127,26 @@ def _fast_path(net: nn.Module) -> tuple[nn.Module, str]:
         return net.eval(), "plain"
 
 
+def _rss_mb(field: str) -> float | None:
+    """``VmRSS``/``VmHWM`` of this process in MB from /proc (None where /proc is unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0); ``ru_maxrss`` cannot be used because it survives exec."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
                  optimised: bool, queue: Any) -> None:
     torch.set_num_threads(threads)
@@ -137,7 +157,8 @@ def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: 
         net, path = _fast_path(net)
     x = torch.randn(1, in_channels, size, size, size)
     times = []
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and input allocated, no forward yet
+    base = _rss_mb("VmRSS")  # model and input allocated, no forward yet
+    can_reset = _reset_peak_rss()
     with torch.inference_mode():
         for _ in range(warmup):
             net(x)
@@ -145,8 +166,9 @@ def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: 
             t0 = time.perf_counter()
             net(x)
             times.append(time.perf_counter() - t0)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((1000 * statistics.median(times), max(peak_kb - base_kb, 0) / 1024, path))
+    peak = _rss_mb("VmHWM")
+    mem = max(peak - base, 0.0) if (can_reset and peak is not None and base is not None) else None
+    queue.put((1000 * statistics.median(times), mem, path))
 
 
 def _measure_latency(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
