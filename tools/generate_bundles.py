@@ -135,10 +135,10 @@ PINS = {
     },  # fmt: skip
 }
 
-# CPU throughput measured with tests/bundles/measure_cpu_speed.py (2 shared cores, torch 2.13 CPU); see docs.
+# CPU throughput measured with benchmarks/train_step_cpu.py (quiet 2-core AMD EPYC, torch 2.13 CPU, 2026-11-22).
 CPU_SPEED: dict[str, str] = {
-    "ultralight_unet3d": "UltraLightUNet3D-M 0.30 it/s at 32^3 (3.4 s/it) and 0.002 it/s at 96^3 (471 s/it)",
-    "uxnet3d": "3D UX-Net 0.089 it/s at 32^3 (11.2 s/it); 0.004 it/s at 96^3 (260 s/it)",
+    "ultralight_unet3d": "UltraLightUNet3D-M 2.47 it/s at 32^3 (0.40 s/it) and 0.070 it/s at 96^3 (14.3 s/it)",
+    "uxnet3d": "3D UX-Net 0.52 it/s at 32^3 (1.9 s/it) and 0.016 it/s at 96^3 (63.5 s/it)",
 }
 
 
