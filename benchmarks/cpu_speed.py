@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ultralight3d.profile import cpu_name
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(text)
 
     bw = measure_bandwidth(128 if args.quick else 256)
-    cpu = _cpu_name()
+    cpu = cpu_name()
     emit("# UltraLightUNet3D CPU speed")
     emit()
     emit(f"- machine: {cpu}, {args.threads} torch threads, torch {torch.__version__}, "
@@ -322,16 +324,6 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp).write_text("\n".join(out) + "\n")
         print(f"report written to {args.output}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

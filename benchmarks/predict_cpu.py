@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ultralight3d.profile import cpu_name
+
 MODELS = ["ultralight_unet3d_base", "ultralight_unet3d_m", "uxnet3d", "dynunet_nnunet"]
 BASELINE = "dynunet_nnunet"
 STAGES = ["read", "preprocess", "network", "stitch", "invert", "write"]
@@ -80,16 +82,6 @@ def worker(args: argparse.Namespace) -> None:
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _synthetic_volume(path: Path, shape: tuple[int, int, int]) -> None:
     import nibabel as nib
     import numpy as np
@@ -109,7 +101,7 @@ def _table(rows: list[dict], shape, args) -> str:
         f"# End-to-end CPU predict: {shape[0]}x{shape[1]}x{shape[2]} volume, {args.roi}³ windows, "
         f"overlap {args.overlap}, sw_batch_size {args.sw_batch_size}{quick}",
         "",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {rows[0]['threads'] if rows else '?'}, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {rows[0]['threads'] if rows else '?'}, "
         f"torch {rows[0].get('torch', '?') if rows else '?'}; Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         f"Command: `python benchmarks/predict_cpu.py {' '.join(sys.argv[1:])}`.",

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .registry import create_model, get_model_cfg, list_models
 
-__all__ = ["ProfileRow", "PEERS", "build_network", "profile_models", "format_table", "machine_info", "write_report"]
+__all__ = ["ProfileRow", "PEERS", "build_network", "cpu_name", "profile_models", "format_table", "machine_info", "write_report"]
 
 
 def _swin_unetr(in_channels: int, out_channels: int) -> nn.Module:
@@ -247,20 +247,23 @@ def profile_models(
     return rows
 
 
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def machine_info(threads: int | None = None) -> dict[str, Any]:
     """CPU model, core count, torch/MONAI versions, thread count and date, for the table caption."""
     import monai
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": mp.cpu_count(),
         "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,
