@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ["atomic_path", "check_writable"]
+__all__ = ["atomic_path", "check_writable", "fsync_file", "fsync_dir"]
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -25,15 +25,41 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserInputError(f"cannot create output folder {path.parent}: {err.strerror}; choose a writable folder") from err
+        raise UserInputError(
+            f"cannot create output folder {path.parent}: {err.strerror}; choose a writable folder"
+        ) from err
     if not os.access(path.parent, os.W_OK):
         raise UserInputError(f"output folder {path.parent} is not writable; choose a writable folder")
     return path
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush ``path``'s data to disk (so a rename after it never exposes a partly written file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it survives a power cut); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover  (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path`` (atomic on one file system).
+    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path`` (atomic on one file
+    system), then fsync the folder.
 
     The temporary name keeps the final suffixes (``.nii.gz``, ``.seg.nrrd``...) so writers that pick a format from the
     extension behave the same. On an exception the temporary file is removed and ``path`` is left untouched.
@@ -54,7 +80,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
+            fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -17,12 +17,14 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, ResampleToMatch
 
 from ..errors import UserInputError
+from ..io.geometry import ImageGeometry, same_grid
 
 __all__ = ["LoadChannelsd", "load_channels", "find_user_error"]
 
@@ -85,14 +87,17 @@ def load_channels(
             raise UserInputError(f"cannot read image {p}: {err}; convert it to NIfTI (.nii.gz), NRRD or MHA") from err
         if img.ndim != 4:
             raise UserInputError(f"image {p} has {img.ndim - 1} spatial dimensions; a 3D volume is needed")
-        vols.append(img)
+        vols.append(img)  # type: ignore[arg-type]  # LoadImage(image_only=True) returns a MetaTensor
     first = vols[0]
     first.applied_operations = []
     if len(vols) > 1:
         resample = ResampleToMatch(mode=interp_mode, padding_mode="zeros", dtype=dtype)
         parts = [first.as_tensor()]
         for v in vols[1:]:
-            if v.shape[1:] == first.shape[1:] and torch.allclose(v.affine, first.affine, atol=1e-4):
+            if same_grid(
+                ImageGeometry.from_affine(np.asarray(v.affine), v.shape[1:]),
+                ImageGeometry.from_affine(np.asarray(first.affine), first.shape[1:]),
+            ):
                 parts.append(v.as_tensor())
             else:
                 parts.append(torch.as_tensor(resample(v, img_dst=first)).as_subclass(torch.Tensor))
@@ -127,8 +132,9 @@ class LoadChannelsd(MapTransform):
         num_channels: int | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
-        super().__init__(list(keys if not isinstance(keys, str) else [keys]) + label_keys, allow_missing_keys)
+        label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)  # type: ignore[arg-type]
+        image_keys = [keys] if isinstance(keys, str) else list(keys)  # type: ignore[arg-type]
+        super().__init__(image_keys + label_keys, allow_missing_keys)
         self.label_keys = set(label_keys)
         self.reader = reader
         self.num_channels = num_channels

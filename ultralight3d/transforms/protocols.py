@@ -28,7 +28,7 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,16 @@ _OVERRIDABLE = {
 def protocol_dir() -> Path:
     """Folder holding the protocol JSON files.
 
-    ``$ULTRALIGHT3D_TRANSFORMS_DIR`` when set, else the repository's top-level ``transforms/`` next to the package.
+    ``$ULTRALIGHT3D_TRANSFORMS_DIR`` when set (a folder of your own protocols); else the copy of the repository's
+    top-level ``transforms/`` folder that an installed wheel carries as ``ultralight3d/_protocols``; else (a source
+    checkout or editable install) the top-level ``transforms/`` folder itself. There is one copy in the repository.
     """
     env = os.environ.get(PROTOCOL_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "transforms"
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_protocols"
+    return installed if installed.is_dir() else package.parent / "transforms"
 
 
 def list_protocols() -> list[str]:
@@ -66,7 +70,7 @@ def list_protocols() -> list[str]:
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_protocol(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -181,13 +185,16 @@ def get_pipeline(protocol: str | Mapping[str, Any], stage: str, **params: Any) -
     lm = _label_map(p.get("label_map"))
     if lm is not None and stage != "infer":
         xs.append(mt.MapLabelValued(keys=lab, orig_labels=lm[0], target_labels=lm[1], allow_missing_keys=allow_missing))
-    spacing = (
+    spacing: list[mt.MapTransform] = (
         [mt.Spacingd(keys=keys, pixdim=tuple(p["spacing"]), mode=interp, allow_missing_keys=allow_missing)]
         if p.get("spacing")
         else []
     )
-    orient = [mt.Orientationd(keys=keys, axcodes=p["orientation"], allow_missing_keys=allow_missing)] if p.get(
-        "orientation") else []  # fmt: skip
+    orient: list[mt.MapTransform] = (
+        [mt.Orientationd(keys=keys, axcodes=p["orientation"], allow_missing_keys=allow_missing)]
+        if p.get("orientation")
+        else []
+    )
     xs += spacing + orient if p.get("spacing_before_orientation") else orient + spacing
     xs += _normalization(img, p.get("normalization") or {"kind": "none"})
     if p.get("crop_foreground"):
