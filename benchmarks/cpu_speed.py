@@ -30,25 +30,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from ultralight3d.profile import cpu_name
-import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ultralight3d.networks  # noqa: E402,F401  (fills the registry)
+from ultralight3d.errors import UserInputError  # noqa: E402
 from ultralight3d.networks.blocks.attention import (  # noqa: E402
     ChannelAttention,
     GroupedAttentionGate,
     SpatialAttention,
 )
 from ultralight3d.networks.optimize import (  # noqa: E402
-    FastGroupedAttentionGate,
     optimize_for_inference,
     set_cpu_threads,
 )
 from ultralight3d.registry import create_model  # noqa: E402
-from ultralight3d.errors import UserInputError  # noqa: E402
 from ultralight3d.utils import atomic_path, check_writable  # noqa: E402
 
 __all__ = ["main", "build_model", "measure_bandwidth", "layer_breakdown", "count_gmacs"]
@@ -78,9 +77,16 @@ def build_model(name: str) -> nn.Module:
 
     if name == "dynunet":  # nnU-Net 3d_fullres plan for 96³ patches: 6 stages, 32..320 filters, instance norm
         return DynUNet(
-            spatial_dims=3, in_channels=1, out_channels=2, kernel_size=[[3, 3, 3]] * 6,
-            strides=[[1, 1, 1]] + [[2, 2, 2]] * 5, upsample_kernel_size=[[2, 2, 2]] * 5,
-            filters=[32, 64, 128, 256, 320, 320], norm_name="instance", deep_supervision=False, res_block=False,
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=2,
+            kernel_size=[[3, 3, 3]] * 6,
+            strides=[[1, 1, 1]] + [[2, 2, 2]] * 5,
+            upsample_kernel_size=[[2, 2, 2]] * 5,
+            filters=[32, 64, 128, 256, 320, 320],
+            norm_name="instance",
+            deep_supervision=False,
+            res_block=False,
         )
     if name == "segresnet":
         return SegResNet(spatial_dims=3, in_channels=1, out_channels=2)
@@ -142,7 +148,7 @@ def _time_predict(model: nn.Module, volume: torch.Tensor, roi: int, overlap: flo
         )
 
 
-_ATTENTION = (ChannelAttention, SpatialAttention, GroupedAttentionGate, FastGroupedAttentionGate)
+_ATTENTION = (ChannelAttention, SpatialAttention, GroupedAttentionGate)
 
 
 def layer_breakdown(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
@@ -251,12 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_name()
     emit("# UltraLightUNet3D CPU speed")
     emit()
-    emit(f"- machine: {cpu}, {args.threads} torch threads, torch {torch.__version__}, "
-         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}")
-    emit(f"- measured memory bandwidth ({args.threads} threads, float32, best of 5): copy {bw['copy']:.1f} GB/s, "
-         f"triad {bw['triad']:.1f} GB/s")
-    emit(f"- forward: 1x1x{args.size}³, torch.inference_mode, median (min) of {repeats} runs after one warm-up; "
-         "GMAC = conv/matmul multiply-adds (torch FlopCounterMode); optimised = optimize_for_inference() defaults")
+    emit(
+        f"- machine: {cpu}, {args.threads} torch threads, torch {torch.__version__}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
+    )
+    emit(
+        f"- measured memory bandwidth ({args.threads} threads, float32, best of 5): copy {bw['copy']:.1f} GB/s, "
+        f"triad {bw['triad']:.1f} GB/s"
+    )
+    emit(
+        f"- forward: 1x1x{args.size}³, torch.inference_mode, median (min) of {repeats} runs after one warm-up; "
+        "GMAC = conv/matmul multiply-adds (torch FlopCounterMode); optimised = optimize_for_inference() defaults"
+    )
     size = args.size
     x = torch.randn(1, 1, size, size, size)
 
@@ -272,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         emit(f"## Where the time goes: {name}, 1x1x{size}³ (torch profiler, one pass, ms; profiler adds overhead)")
         emit()
         rows = [
-            [c, f"{bp.get(c, 0):.1f}", f"{100 * bp.get(c, 0) / tp:.0f}%", f"{bf.get(c, 0):.1f}",
-             f"{100 * bf.get(c, 0) / tf:.0f}%"]
+            [
+                c,
+                f"{bp.get(c, 0):.1f}",
+                f"{100 * bp.get(c, 0) / tp:.0f}%",
+                f"{bf.get(c, 0):.1f}",
+                f"{100 * bf.get(c, 0) / tf:.0f}%",
+            ]
             for c in cats
         ]
         rows.append(["**total**", f"**{tp:.1f}**", "", f"**{tf:.1f}**", ""])
@@ -313,11 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in results:
         ratios = [f"{ref[k]['median'] / r['median']:.1f}x" if k in ref else "-" for k in ("uxnet3d", "dynunet")]
-        rows.append([
-            LABELS.get(r["name"], r["name"]), r["kind"], f"{r['gmac']:.2f}",
-            f"{r['median'] * 1e3:.0f} ({r['min'] * 1e3:.0f})", f"{r['gmac'] / r['median']:.1f}", *ratios,
-            f"{r['predict']:.1f}" if r["predict"] is not None else "-",
-        ])
+        rows.append(
+            [
+                LABELS.get(r["name"], r["name"]),
+                r["kind"],
+                f"{r['gmac']:.2f}",
+                f"{r['median'] * 1e3:.0f} ({r['min'] * 1e3:.0f})",
+                f"{r['gmac'] / r['median']:.1f}",
+                *ratios,
+                f"{r['predict']:.1f}" if r["predict"] is not None else "-",
+            ]
+        )
     emit(_md_table(header, rows))
     if args.output:
         with atomic_path(args.output, overwrite=args.overwrite) as tmp:

@@ -4,7 +4,8 @@ Example::
 
     >>> from ultralight3d import create_model, list_models
     >>> list_models("ultralight_unet3d_*")
-    ['ultralight_unet3d_base', 'ultralight_unet3d_l', 'ultralight_unet3d_m', 'ultralight_unet3d_s', 'ultralight_unet3d_t']
+    ['ultralight_unet3d_base', 'ultralight_unet3d_l', 'ultralight_unet3d_m', 'ultralight_unet3d_s',
+     'ultralight_unet3d_t']
     >>> net = create_model("ultralight_unet3d_m", in_channels=2, out_channels=3)
 """
 
@@ -30,8 +31,9 @@ class ModelCfg:
         patch_size: default training / sliding-window ROI.
         divisor: every spatial size must be a multiple of this.
         paper_params_m: parameter count (millions) reported by the paper, if any.
-        paper_gflops: FLOPs (G, ptflops convention, 96³) reported by the paper, if any.
+        paper_gflops: FLOPs (G, ptflops convention, at ``paper_input_size``) reported by the paper, if any.
         paper_settings: constructor settings that reproduce the paper's counts.
+        paper_input_size: spatial input size of the paper's FLOPs (96³ for the 3D papers, 256² for 2D EGE-UNet).
         weights_url: URL of released weights (None: no weights released yet).
         weights_sha256: checksum of the released weights.
     """
@@ -43,6 +45,7 @@ class ModelCfg:
     paper_params_m: float | None = None
     paper_gflops: float | None = None
     paper_settings: dict[str, Any] = field(default_factory=dict)
+    paper_input_size: tuple[int, ...] = (96, 96, 96)
     weights_url: str | None = None
     weights_sha256: str | None = None
 

@@ -106,9 +106,11 @@ def _mkir(i: int, o: int) -> int:  # spec §1.6, faithful port (BN in every MKDC
 def test_faithful_port_matches_analytic_formula(variant: str) -> None:
     c = VARIANTS[variant]
     classes, cin = 2, 1
-    enc = sum(_mkir(i, o) for i, o in zip([cin] + c[:4], c))
+    enc = sum(_mkir(i, o) for i, o in zip([cin] + c[:4], c, strict=True))
     dec = sum(_mkir(i, o) for i, o in [(c[4], c[3]), (c[3], c[2]), (c[2], c[1]), (c[1], c[0]), (c[0], c[0])])
-    ca = sum(2 * ch * (ch // min(r, ch)) for ch, r in zip([c[4], c[3], c[2], c[1], c[0]], (16, 16, 16, 8, 4)))
+    ca = sum(
+        2 * ch * (ch // min(r, ch)) for ch, r in zip([c[4], c[3], c[2], c[1], c[0]], (16, 16, 16, 8, 4), strict=True)
+    )
     gag = sum(int(57.5 * f + 3) for f in (c[3], c[2], c[1], c[0]))
     heads = classes * (c[2] + c[1] + 2 * c[0]) + 4 * classes
     expected = enc + dec + ca + 686 + gag + heads

@@ -11,12 +11,18 @@ import torch.nn as nn
 from monai.networks.nets import BasicUNet
 
 import ultralight3d.networks  # noqa: F401  (fills the registry)
+from ultralight3d.networks.blocks import (
+    ConvNormAct,
+    GroupedAttentionGate,
+    MultiKernelDepthwiseConv,
+    MultiKernelInvertedResidual,
+)
+from ultralight3d.networks.layers.fuse import FusedConvNormAct, InplaceAct, fuse_modules, fuse_switches
 from ultralight3d.networks.nets.ultralight_unet import UltraLightUNet
 from ultralight3d.networks.optimize import (
     OPTIMIZATIONS,
-    FastMKIR,
-    optimize_for_inference,
     is_optimized,
+    optimize_for_inference,
     set_cpu_threads,
 )
 from ultralight3d.registry import create_model, list_models
@@ -142,11 +148,180 @@ def test_fold_actually_changes_modules() -> None:
     fast = optimize_for_inference(net)
     kinds = {type(m) for m in fast.modules()}
     assert not any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)
-    assert isinstance(fast.encoders[0], FastMKIR)
-    scale_branches = [b for blk in fast.encoders for b in blk.branches if b.is_scale]
+    assert isinstance(fast.encoders[0], MultiKernelInvertedResidual) and fast.encoders[0].fused
+    scale_branches = [b for blk in fast.encoders for b in blk.mkdc.branches if b.is_scale]
     assert len(scale_branches) == 5  # one 1x1x1 depthwise branch per encoder block became a per-channel affine
     plain_bn = sum(isinstance(m, nn.BatchNorm3d) for m in net.modules())
     assert plain_bn > 0
+
+
+def test_fast_paths_are_taken(monkeypatch) -> None:
+    """With the defaults every MKIR with a 1x1 skip conv runs skip + projection as one matrix product, the shuffle
+    is folded away, and activations stay channels-last inside the network."""
+    from ultralight3d.networks.blocks import mk_conv
+
+    net = _randomize(create_model("ultralight_unet3d_t"), shape=(2, 1, 64, 64, 64))
+    fast = optimize_for_inference(net)
+    blocks = list(fast.encoders) + list(fast.decoders)
+    with_skip = [b for b in blocks if isinstance(b.skip, FusedConvNormAct)]
+    assert len(with_skip) == 9  # every encoder and all but the last decoder change the width
+    assert all(b.merged_weight is not None and b.shuffle_groups == 1 for b in with_skip)
+    calls = []
+    real = mk_conv.pointwise_linear
+    monkeypatch.setattr(mk_conv, "pointwise_linear", lambda xs, w, b: calls.append(len(xs)) or real(xs, w, b))
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(11))
+    diff, _ = _compare(net, fast, x)
+    assert diff < TOL and calls == [2] * 9
+    calls.clear()
+    with torch.inference_mode():  # channels-first: the merged path steps aside, same logits
+        out = optimize_for_inference(net, channels_last=False)(x)
+    assert calls == [] and (out - net(x)).abs().max().item() < TOL
+
+
+def test_one_forward_no_twin_classes() -> None:
+    """The fused network is the training class with its own forward; blocks are rewritten in place, not swapped
+    for parallel "fast" classes (the only new module types are the fused conv-norm-act and in-place act)."""
+    net = create_model("ultralight_unet3d_t")
+    fast = optimize_for_inference(net)
+    assert type(fast) is UltraLightUNet and type(fast).forward is UltraLightUNet.forward
+    plain_kinds = {type(m) for m in net.modules()}
+    fast_kinds = {type(m) for m in fast.modules()}
+    assert fast_kinds - plain_kinds == {FusedConvNormAct, InplaceAct}
+    assert not any(k.__name__.startswith("Fast") for k in fast_kinds)
+    assert all("forward" not in vars(m) for m in fast.modules())  # no patched forwards either
+    for kind in (MultiKernelInvertedResidual, MultiKernelDepthwiseConv, GroupedAttentionGate):
+        blocks = [m for m in fast.modules() if type(m) is kind]
+        assert blocks and all(type(m).forward is kind.forward and m.fused for m in blocks)
+
+
+def _bn_stats(module: nn.Module, seed: int) -> nn.Module:
+    """Random weights and running statistics (no calibration pass needed for a single block)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Conv3d | nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) / math.sqrt(m.weight[0].numel()))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
+            elif isinstance(m, nn.BatchNorm3d | nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return module.eval()
+
+
+_BLOCKS = {  # name: (factory(spatial_dims), input channels)
+    "conv_norm_act": (lambda d: ConvNormAct(d, 6, 8, 3, 2, "batch", "relu6"), 6),
+    "conv_norm_act_1x1_dw": (lambda d: ConvNormAct(d, 6, 6, 1, 6, "batch", "relu6"), 6),
+    "conv_instance_norm": (lambda d: ConvNormAct(d, 6, 8, 1, 1, ("instance", {"affine": True}), "sigmoid"), 6),
+    "mkir_skip_conv": (lambda d: MultiKernelInvertedResidual(d, 6, 8), 6),
+    "mkir_identity_skip": (lambda d: MultiKernelInvertedResidual(d, 8, 8), 8),
+    "mkir_concat_sequential": (lambda d: MultiKernelInvertedResidual(d, 4, 6, add=False, dw_parallel=False), 4),
+    "mkir_no_mkdc_norm": (lambda d: MultiKernelInvertedResidual(d, 4, 6, mkdc_norm=False), 4),
+    "gate": (lambda d: GroupedAttentionGate(d, 8, 8, 4, 3, groups=4), 8),
+}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("block", list(_BLOCKS))
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_each_block_fuse_equals_its_eval_output(block: str, spatial_dims: int, channels_last: bool) -> None:
+    """``fuse()`` on one block (no walker, no network) returns a module with the block's eval output."""
+    factory, cin = _BLOCKS[block]
+    plain = _bn_stats(factory(spatial_dims), seed=7)
+    fused = copy.deepcopy(plain).fuse(channels_last=channels_last)
+    assert fused.fused and not fused.training
+    gen = torch.Generator().manual_seed(8)
+    size = (16,) * spatial_dims
+    x = torch.randn((2, cin, *size), generator=gen)
+    args = (torch.randn((2, 8, *size), generator=gen), x) if block == "gate" else (x,)
+    with torch.no_grad():
+        ref = plain(*args)
+        fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+        out = fused(*(a.contiguous(memory_format=fmt) for a in args) if channels_last else args)
+    assert (out - ref).abs().max().item() < TOL
+    assert ref.abs().max() > 0.1
+    with pytest.raises(RuntimeError, match="optimised for inference"):
+        fused.train()
+
+
+def test_mkdc_fuse_and_forward_sum() -> None:
+    mkdc = _bn_stats(MultiKernelDepthwiseConv(3, 6, dw_parallel=False), seed=3)
+    x = torch.randn(1, 6, 8, 8, 8)
+    with torch.no_grad():
+        ref = mkdc(x)
+        assert torch.equal(mkdc.forward_sum(x), ref[0] + ref[1] + ref[2])  # same additions, same order
+        fused = copy.deepcopy(mkdc).fuse()
+        assert all(isinstance(b, FusedConvNormAct) for b in fused.branches) and fused.inplace
+        for a, b in zip(fused(x), ref, strict=True):
+            assert (a - b).abs().max().item() < TOL
+        assert (fused.forward_sum(x) - ref[0] - ref[1] - ref[2]).abs().max().item() < TOL
+
+
+def test_network_fuse_in_place_and_walker() -> None:
+    """``UltraLightUNet.fuse()`` fuses in place (channels-first still correct); the walker also finds fusable
+    blocks nested in a model it does not know, and fusing twice changes nothing."""
+    net = _randomize(create_model("ultralight_unet3d_t"), shape=(2, 1, 64, 64, 64))
+    x = torch.randn(1, 1, 32, 32, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = net(x)
+    fused = copy.deepcopy(net)
+    assert fused.fuse() is fused and fused.fuse() is fused and is_optimized(fused)
+    with torch.no_grad():
+        assert (fused(x) - ref).abs().max().item() < TOL
+
+    wrapper = nn.Sequential(nn.Identity(), copy.deepcopy(net))
+    assert fuse_modules(wrapper) is wrapper and is_optimized(wrapper) and wrapper[1].fused
+
+    fast = optimize_for_inference(net)
+    again = optimize_for_inference(fast)
+    assert len(again._forward_pre_hooks) == 1 and len(again._forward_hooks) == 1  # hooks not stacked
+    diff, _ = _compare(net, again, x)
+    assert diff < TOL
+
+
+def test_fuse_switches() -> None:
+    assert fuse_switches() == {k: v for k, v in OPTIMIZATIONS.items() if k != "compile"}
+    sw = fuse_switches(channels_last=False)
+    assert not sw["pointwise_matmul"] and not sw["merge_skip"]  # both need a channels-last layout
+    assert not fuse_switches(pointwise_matmul=False)["merge_skip"]
+    with pytest.raises(TypeError, match="unknown fusion switch"):
+        fuse_switches(fold_batchnorm=True)
+    with pytest.raises(TypeError, match="unknown fusion switch"):
+        MultiKernelInvertedResidual(3, 4, 4).fuse(typo=True)
+
+
+def test_plain_state_dict_keys_unchanged() -> None:
+    """The conv-norm-act blocks are Sequentials: checkpoints of the plain model keep their keys."""
+    keys = set(create_model("ultralight_unet3d_t").state_dict())
+    for k in (
+        "encoders.0.expand.0.weight",
+        "encoders.0.expand.1.running_var",
+        "encoders.0.mkdc.branches.2.0.weight",
+        "encoders.0.project.1.bias",
+        "encoders.0.skip.weight",
+        "gates.0.w_g.0.bias",
+        "gates.0.psi.1.running_mean",
+        "head.weight",
+    ):
+        assert k in keys, k
+    assert not any("merged" in k for k in keys)
+
+
+def test_compile_switch(monkeypatch) -> None:
+    net = _randomize(create_model("ultralight_unet3d_t"), shape=(2, 1, 64, 64, 64))
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(10))
+    monkeypatch.setattr("ultralight3d.networks.optimize.compile_available", lambda: False)
+    with pytest.warns(UserWarning, match="torch.compile skipped"):
+        plain_fast = optimize_for_inference(net, compile=True)
+    assert type(plain_fast) is UltraLightUNet
+    monkeypatch.undo()
+    # the eager backend runs the dynamo trace (hooks, in-place flags, checks) without a C++ build
+    compiled = optimize_for_inference(net, compile=True, compile_kwargs={"backend": "eager"})
+    assert compiled is not plain_fast and is_optimized(compiled) and type(compiled) is not UltraLightUNet
+    diff, _ = _compare(net, compiled, x)
+    assert diff < TOL
 
 
 def test_original_model_untouched() -> None:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .nets import UltraLightUNet, UXNet
+from .nets import EGEUNet, UltraLightUNet, UXNet
 
-__all__ = ["UltraLightUNet", "UXNet"]
+__all__ = ["EGEUNet", "UltraLightUNet", "UXNet"]

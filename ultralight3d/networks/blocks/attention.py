@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Pool
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.layers.utils import get_act_layer
 
+from ..layers.fuse import FusableModule, InplaceAct, fuse_children, fuse_switches, maybe_inplace_add
+from .conv import ConvNormAct
 from .init import normal_init_
 
 __all__ = ["ChannelAttention", "SpatialAttention", "GroupedAttentionGate"]
@@ -35,7 +37,9 @@ class ChannelAttention(nn.Module):
         self.avg_pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.max_pool = Pool[Pool.ADAPTIVEMAX, spatial_dims](1)
         conv = Conv[Conv.CONV, spatial_dims]
-        self.mlp = nn.Sequential(conv(channels, hidden, 1, bias=False), get_act_layer(act), conv(hidden, channels, 1, bias=False))
+        self.mlp = nn.Sequential(
+            conv(channels, hidden, 1, bias=False), get_act_layer(act), conv(hidden, channels, 1, bias=False)
+        )
         normal_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +69,7 @@ class SpatialAttention(nn.Module):
         return torch.sigmoid(self.conv(pooled))
 
 
-class GroupedAttentionGate(nn.Module):
+class GroupedAttentionGate(FusableModule):
     """GAG: ``x * sigmoid(BN(conv1x1(act(BN(gconv_k(g)) + BN(gconv_k(x))))))``.
 
     Args:
@@ -96,23 +100,30 @@ class GroupedAttentionGate(nn.Module):
         super().__init__()
         if kernel_size == 1:
             groups = 1
-        conv = Conv[Conv.CONV, spatial_dims]
-
-        def branch(cin: int) -> nn.Sequential:
-            return nn.Sequential(
-                conv(cin, inter_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=True),
-                get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=inter_channels),
-            )
-
-        self.w_g = branch(gate_channels)
-        self.w_x = branch(skip_channels)
-        self.psi = nn.Sequential(
-            conv(inter_channels, 1, 1, bias=True),
-            get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=1),
-            nn.Sigmoid(),
-        )
+        self.inplace = False  # set by fuse(fuse_act=True): the sum of the two branches runs in place
+        self.w_g = ConvNormAct(spatial_dims, gate_channels, inter_channels, kernel_size, groups, norm, bias=True)
+        self.w_x = ConvNormAct(spatial_dims, skip_channels, inter_channels, kernel_size, groups, norm, bias=True)
+        self.psi = ConvNormAct(spatial_dims, inter_channels, 1, 1, 1, norm, "sigmoid", bias=True)
         self.act = get_act_layer(act)
         normal_init_(self)
 
     def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x * self.psi(self.act(self.w_g(g) + self.w_x(x)))
+        return x * self.psi(self.act(maybe_inplace_add(self.w_g(g), self.w_x(x), self.inplace)))
+
+    def fuse(self, **switches: bool) -> GroupedAttentionGate:
+        """Fuse in place (eval only afterwards): the three conv -> norm (-> sigmoid) become
+        :class:`FusedConvNormAct` (batch norm folded); with ``fuse_act`` the branch sum and the activation run in
+        place (while autograd is off).
+
+        Returns:
+            ``self``.
+        """
+        if self.fused:
+            return self
+        sw = fuse_switches(**switches)
+        fuse_children(self, **sw)
+        if sw["fuse_act"]:
+            self.act = InplaceAct(self.act)
+        self.inplace = sw["fuse_act"]
+        self.fused = True
+        return self.eval()

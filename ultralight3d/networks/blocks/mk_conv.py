@@ -7,15 +7,27 @@ Reference: the UltraLightUNet paper (ICLR 2025 submission) and the same authors'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
+from ..layers.fuse import (
+    FusableModule,
+    FusedConvNormAct,
+    fuse_children,
+    fuse_switches,
+    is_channels_last,
+    maybe_inplace_add,
+    pointwise_linear,
+)
+from .conv import ConvNormAct
 from .init import normal_init_
 
 __all__ = ["channel_shuffle", "MultiKernelDepthwiseConv", "MultiKernelInvertedResidual"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -37,29 +49,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape([shape[0], c] + spatial)
 
 
-def _conv_norm_act(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    groups: int,
-    norm: str | tuple | None,
-    act: str | tuple | None,
-    bias: bool = False,
-) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        Conv[Conv.CONV, spatial_dims](
-            in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=bias
-        )
-    ]
-    if norm is not None:
-        layers.append(get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=out_channels))
-    if act is not None:
-        layers.append(get_act_layer(name=act))
-    return nn.Sequential(*layers)
-
-
-class MultiKernelDepthwiseConv(nn.Module):
+class MultiKernelDepthwiseConv(FusableModule):
     """MKDC: parallel depthwise convolutions with different kernel sizes (k, k[, k]) -> norm -> act.
 
     Args:
@@ -73,7 +63,8 @@ class MultiKernelDepthwiseConv(nn.Module):
             branch's input (sequential mode of the reference code).
 
     Shapes:
-        forward(x: (B, C, *S)) -> list of ``len(kernel_sizes)`` tensors (B, C, *S).
+        forward(x: (B, C, *S)) -> list of ``len(kernel_sizes)`` tensors (B, C, *S);
+        forward_sum(x: (B, C, *S)) -> their sum (B, C, *S).
     """
 
     def __init__(
@@ -87,8 +78,9 @@ class MultiKernelDepthwiseConv(nn.Module):
     ) -> None:
         super().__init__()
         self.dw_parallel = dw_parallel
+        self.inplace = False  # set by fuse(fuse_act=True): the branch sum accumulates in place
         self.branches = nn.ModuleList(
-            _conv_norm_act(spatial_dims, channels, channels, int(k), channels, norm, act) for k in kernel_sizes
+            ConvNormAct(spatial_dims, channels, channels, int(k), channels, norm, act) for k in kernel_sizes
         )
         normal_init_(self)
 
@@ -101,8 +93,37 @@ class MultiKernelDepthwiseConv(nn.Module):
                 x = x + out
         return outputs
 
+    def forward_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the branch outputs, accumulated branch by branch (one full-size sum alive at a time).
 
-class MultiKernelInvertedResidual(nn.Module):
+        Equals ``sum(self(x))`` to the bit (same order of additions).
+        """
+        acc = x  # placeholder: the first branch's output replaces it
+        for i, branch in enumerate(self.branches):
+            out = branch(x)
+            acc = out if i == 0 else maybe_inplace_add(acc, out, self.inplace)
+            if not self.dw_parallel:
+                x = x + out
+        return acc
+
+    def fuse(self, **switches: bool) -> MultiKernelDepthwiseConv:
+        """Fuse in place (eval only afterwards): each branch becomes a :class:`FusedConvNormAct` (batch norm
+        folded, a 1x1 branch a per-channel affine, ReLU6 in place), and with ``fuse_act`` the branch sum
+        accumulates in place.
+
+        Returns:
+            ``self``.
+        """
+        if self.fused:
+            return self
+        sw = fuse_switches(**switches)
+        fuse_children(self, **sw)
+        self.inplace = sw["fuse_act"]
+        self.fused = True
+        return self.eval()
+
+
+class MultiKernelInvertedResidual(FusableModule):
     """MKIR: 1x1 expand -> MKDC -> sum (or concat) -> channel shuffle -> 1x1 project, plus a residual path.
 
     ``MKIR(x) = BN(PWC2(Shuffle(sum_k MKDC_k(ReLU6(BN(PWC1(x))))))) + skip(x)``, where ``skip`` is the identity when
@@ -140,30 +161,85 @@ class MultiKernelInvertedResidual(nn.Module):
         super().__init__()
         ex_c = int(in_channels * expansion_factor)
         self.add = add
-        self.expand = _conv_norm_act(spatial_dims, in_channels, ex_c, 1, 1, norm, act)
+        self.inplace = False  # set by fuse(fuse_act=True): the residual add runs in place
+        self.expand = ConvNormAct(spatial_dims, in_channels, ex_c, 1, 1, norm, act)
         self.mkdc = MultiKernelDepthwiseConv(
             spatial_dims, ex_c, kernel_sizes, norm=norm if mkdc_norm else None, act=act, dw_parallel=dw_parallel
         )
         combined = ex_c if add else ex_c * len(kernel_sizes)
         self.shuffle_groups = _gcd(combined, out_channels)
-        self.project = _conv_norm_act(spatial_dims, combined, out_channels, 1, 1, norm, None)
+        self.project = ConvNormAct(spatial_dims, combined, out_channels, 1, 1, norm, None)
         self.skip: nn.Module = (
             nn.Identity()
             if in_channels == out_channels
             else Conv[Conv.CONV, spatial_dims](in_channels, out_channels, 1, bias=False)
         )
+        # set by fuse(merge_skip=True): [project | skip] weights for one matrix product over [out, x]
+        self.register_buffer("merged_weight", None)
+        self.register_buffer("merged_bias", None)
         normal_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = self.mkdc(self.expand(x))
+        h = self.expand(x)
         if self.add:
-            out = branches[0]
-            for b in branches[1:]:
-                out = out + b
+            out = self.mkdc.forward_sum(h)
         else:
-            out = torch.cat(branches, dim=1)
+            out = torch.cat(self.mkdc(h), dim=1)
         out = channel_shuffle(out, self.shuffle_groups)
-        return self.skip(x) + self.project(out)
+        if not torch.jit.is_scripting():
+            merged = cast("torch.Tensor | None", self.merged_weight)
+            if merged is not None and is_channels_last(out) and is_channels_last(x):
+                # fused form: skip conv + projection as one matrix product (one full-size output written, not two)
+                return pointwise_linear([out, x], merged, cast("torch.Tensor | None", self.merged_bias))
+        return maybe_inplace_add(self.project(out), self.skip(x), self.inplace)
+
+    def fuse(self, **switches: bool) -> MultiKernelInvertedResidual:
+        """Fuse in place (eval only afterwards), keeping this class and its ``forward``.
+
+        * every conv -> norm -> act becomes a :class:`FusedConvNormAct` (``fold_bn``, ``scale_1x1_dw``,
+          ``fuse_act``, ``pointwise_matmul``); the MKDC fuses itself;
+        * ``permute_shuffle``: the channel shuffle is folded into the input-channel order of the projection;
+        * ``merge_skip``: a 1x1 skip conv and the projection become one matrix product over ``[out, x]``;
+        * ``fuse_act``: the residual add runs in place (while autograd is off).
+
+        Returns:
+            ``self``.
+        """
+        if self.fused:
+            return self
+        sw = fuse_switches(**switches)
+        fuse_children(self, **sw)  # expand, MKDC, project
+        if isinstance(self.skip, _CONV):
+            self.skip = FusedConvNormAct.from_conv(self.skip, **sw)
+        project = self.project
+        assert isinstance(project, FusedConvNormAct)
+        conv = project.conv
+        if sw["permute_shuffle"] and conv is not None and conv.groups == 1 and self.shuffle_groups > 1:
+            combined = conv.in_channels
+            perm = channel_shuffle(torch.arange(combined).view(1, combined, 1), self.shuffle_groups).flatten()
+            project.permute_input_(perm)
+            self.shuffle_groups = 1  # folded into the weights
+        skip = self.skip
+        if (
+            sw["merge_skip"]
+            and isinstance(skip, FusedConvNormAct)
+            and skip.is_pointwise
+            and skip.norm is None
+            and skip.act is None
+            and project.is_pointwise
+            and project.norm is None
+            and project.act is None
+        ):
+            wp, bp = project.matmul_weight()
+            ws, bs = skip.matmul_weight()
+            self.merged_weight = torch.cat([wp.detach(), ws.detach()], dim=1).contiguous()
+            if bp is not None or bs is not None:
+                zero = torch.zeros_like(wp[:, 0])
+                bias = (bp.detach() if bp is not None else zero) + (bs.detach() if bs is not None else zero)
+                self.merged_bias = bias
+        self.inplace = sw["fuse_act"]
+        self.fused = True
+        return self.eval()
 
 
 def _gcd(a: int, b: int) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .egeunet import EGEUNet
 from .ultralight_unet import UltraLightUNet
 from .uxnet import UXNet
 
-__all__ = ["UltraLightUNet", "UXNet"]
+__all__ = ["EGEUNet", "UltraLightUNet", "UXNet"]

@@ -26,6 +26,16 @@ from monai.networks.layers.factories import Conv, Pool
 
 from ...registry import ModelCfg, register_model
 from ..blocks import ChannelAttention, GroupedAttentionGate, MultiKernelInvertedResidual, SpatialAttention
+from ..layers.checks import check_input
+from ..layers.fuse import (
+    FusableModule,
+    FusedConvNormAct,
+    fuse_children,
+    fuse_switches,
+    maybe_inplace_add,
+    maybe_inplace_mul,
+    maybe_inplace_relu,
+)
 
 __all__ = ["UltraLightUNet", "VARIANTS", "TABLE10_SETTINGS", "PAPER_TABLE10"]
 
@@ -54,7 +64,7 @@ TABLE10_SETTINGS: dict[str, Any] = {"in_channels": 1, "out_channels": 2, "input_
 _CA_RATIOS = (16, 16, 16, 8, 4)  # decoder stages, deepest first
 
 
-class UltraLightUNet(nn.Module):
+class UltraLightUNet(FusableModule):
     """UltraLightUNet for 2D or 3D segmentation.
 
     Encoder: five MKIR stages, each followed by a 2x max-pool (the pooled map is the skip). Decoder: five stages of
@@ -119,6 +129,7 @@ class UltraLightUNet(nn.Module):
         self.input_repeat = input_repeat
         self.deep_supervision = deep_supervision
         self.interp_mode = "trilinear" if spatial_dims == 3 else "bilinear"
+        self.inplace = False  # set by fuse(fuse_act=True): decoder multiplies, ReLU and gate adds run in place
         c = [int(v) for v in channels]
         self.channels = c
 
@@ -128,12 +139,12 @@ class UltraLightUNet(nn.Module):
             )
 
         enc_in = [in_channels * input_repeat] + c[:4]
-        self.encoders = nn.ModuleList(mkir(i, o) for i, o in zip(enc_in, c))
+        self.encoders = nn.ModuleList(mkir(i, o) for i, o in zip(enc_in, c, strict=True))
         self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
         dec_io = [(c[4], c[3]), (c[3], c[2]), (c[2], c[1]), (c[1], c[0]), (c[0], c[0])]
         self.decoders = nn.ModuleList(mkir(i, o) for i, o in dec_io)
         self.channel_attn = nn.ModuleList(
-            ChannelAttention(spatial_dims, i, ratio) for (i, _), ratio in zip(dec_io, _CA_RATIOS)
+            ChannelAttention(spatial_dims, i, ratio) for (i, _), ratio in zip(dec_io, _CA_RATIOS, strict=True)
         )
         self.spatial_attn = SpatialAttention(spatial_dims, 7)  # one instance shared by all decoder stages
         # one gate per decoder stage; the last stage has no skip, so its slot holds a no-op placeholder
@@ -154,23 +165,7 @@ class UltraLightUNet(nn.Module):
         self.head = conv(c[0], out_channels, 1)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                "UltraLightUNet(spatial_dims=" + str(self.spatial_dims) + ") expects input (B, C, "
-                + ("D, H, W" if self.spatial_dims == 3 else "H, W") + "), got shape " + str(list(x.shape))
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                "UltraLightUNet was built for in_channels=" + str(self.in_channels) + " but the input has "
-                + str(x.shape[1]) + " channels"
-            )
-        for s in x.shape[2:]:
-            if s % self.divisor != 0:
-                raise ValueError(
-                    "UltraLightUNet needs every spatial size to be a multiple of 32 (five 2x poolings), e.g. 32, 64, "
-                    "96, 128, 160; got " + str(list(x.shape[2:])) + ". Pad or crop the input, or use sliding-window "
-                    "inference with a 96³ ROI"
-                )
+        check_input(x, "UltraLightUNet", self.spatial_dims, self.in_channels, self.divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -193,14 +188,17 @@ class UltraLightUNet(nn.Module):
         aux: list[torch.Tensor] = []
         want_aux = self.deep_supervision and self.training
         i = 0
-        for ca, decoder, gate, aux_head in zip(self.channel_attn, self.decoders, self.gates, self.aux_heads):
-            out = ca(out) * out
-            out = self.spatial_attn(out) * out
-            out = F.relu(F.interpolate(decoder(out), scale_factor=2.0, mode=self.interp_mode))
+        inplace = self.inplace  # only while autograd is off (checked by the maybe_inplace_* helpers)
+        for ca, decoder, gate, aux_head in zip(
+            self.channel_attn, self.decoders, self.gates, self.aux_heads, strict=True
+        ):
+            out = maybe_inplace_mul(out, ca(out), inplace)
+            out = maybe_inplace_mul(out, self.spatial_attn(out), inplace)
+            out = maybe_inplace_relu(F.interpolate(decoder(out), scale_factor=2.0, mode=self.interp_mode), inplace)
             if want_aux and 1 <= i <= 3:
                 aux.append(aux_head(out))
             if i < 4:
-                out = out + gate(out, skips[3 - i])
+                out = maybe_inplace_add(out, gate(out, skips[3 - i]), inplace)
             i += 1
         logits = self.head(out)
         if want_aux:
@@ -208,6 +206,31 @@ class UltraLightUNet(nn.Module):
             ups = [F.interpolate(a, size=size, mode=self.interp_mode) for a in aux[::-1]]
             return torch.stack([logits] + ups, dim=1)
         return logits
+
+    def fuse(self, **switches: bool) -> UltraLightUNet:
+        """Fuse for inference in place and return ``self`` (same class, same ``forward``; ``train()`` raises after).
+
+        Every MKIR block and attention gate fuses itself (see their ``fuse``), the head becomes a
+        :class:`~ultralight3d.networks.layers.fuse.FusedConvNormAct`, and with ``fuse_act`` the decoder's
+        attention multiplies, ReLU and gate adds run in place while autograd is off. Use
+        :func:`~ultralight3d.networks.optimize.optimize_for_inference` to keep the original (it fuses a deep copy
+        and adds the channels-last layout).
+
+        Args:
+            switches: fusion switches, see :func:`~ultralight3d.networks.layers.fuse.fuse_switches`.
+
+        Returns:
+            ``self``, in eval mode.
+        """
+        if self.fused:
+            return self
+        sw = fuse_switches(**switches)
+        fuse_children(self, **sw)
+        if isinstance(self.head, nn.modules.conv._ConvNd):
+            self.head = FusedConvNormAct.from_conv(self.head, **sw)
+        self.inplace = sw["fuse_act"]
+        self.fused = True
+        return self.eval()
 
 
 class _NoGate(nn.Module):

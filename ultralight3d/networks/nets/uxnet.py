@@ -12,44 +12,28 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from monai.networks.layers import DropPath
 from monai.networks.layers.factories import Conv
 
 from ...registry import ModelCfg, register_model
+from ..blocks.norm import ChannelLayerNorm
+from ..layers.checks import check_input
 
 __all__ = ["UXNet"]
-
-
-class _ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, *S) tensor (eps 1e-6)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-        self.channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # explicit non-negative permutations (ONNX Runtime rejects the negative ones movedim(-1, 1) exports to)
-        n = x.dim()
-        to_last = [0] + [i for i in range(2, n)] + [1]
-        to_first = [0, n - 1] + [i for i in range(1, n - 1)]
-        x = F.layer_norm(x.permute(to_last), [self.channels], self.weight, self.bias, self.eps)
-        return x.permute(to_first)
 
 
 class _UXBlock(nn.Module):
     """Depthwise 7^d conv -> LayerNorm -> grouped 1x1 (C -> 4C, groups C) -> GELU -> grouped 1x1 (4C -> C) -> layer
     scale -> residual. 360·C parameters in 3D."""
 
-    def __init__(self, spatial_dims: int, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6) -> None:
+    def __init__(
+        self, spatial_dims: int, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6
+    ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.dwconv = conv(dim, dim, 7, padding=3, groups=dim)
-        self.norm = _ChannelLayerNorm(dim)
+        self.norm = ChannelLayerNorm(dim)
         self.pwconv1 = conv(dim, 4 * dim, 1, groups=dim)
         self.act = nn.GELU()
         self.pwconv2 = conv(4 * dim, dim, 1, groups=dim)
@@ -78,22 +62,27 @@ class _UXEncoder(nn.Module):
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.downsample = nn.ModuleList(
-            [nn.Sequential(conv(in_channels, dims[0], 7, stride=2, padding=3), _ChannelLayerNorm(dims[0]))]
-            + [nn.Sequential(_ChannelLayerNorm(dims[i - 1]), conv(dims[i - 1], dims[i], 2, stride=2)) for i in range(1, 4)]
+            [nn.Sequential(conv(in_channels, dims[0], 7, stride=2, padding=3), ChannelLayerNorm(dims[0]))]
+            + [
+                nn.Sequential(ChannelLayerNorm(dims[i - 1]), conv(dims[i - 1], dims[i], 2, stride=2))
+                for i in range(1, 4)
+            ]
         )
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stages, k = [], 0
         for i in range(4):
             stages.append(
-                nn.Sequential(*[_UXBlock(spatial_dims, dims[i], rates[k + j], layer_scale_init_value) for j in range(depths[i])])
+                nn.Sequential(
+                    *[_UXBlock(spatial_dims, dims[i], rates[k + j], layer_scale_init_value) for j in range(depths[i])]
+                )
             )
             k += depths[i]
         self.stages = nn.ModuleList(stages)
-        self.norms = nn.ModuleList(_ChannelLayerNorm(d) for d in dims)
+        self.norms = nn.ModuleList(ChannelLayerNorm(d) for d in dims)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs: list[torch.Tensor] = []
-        for down, stage, norm in zip(self.downsample, self.stages, self.norms):
+        for down, stage, norm in zip(self.downsample, self.stages, self.norms, strict=True):
             x = stage(down(x))
             outs.append(norm(x))
         return outs
@@ -152,7 +141,9 @@ class UXNet(nn.Module):
         self.encoder = _UXEncoder(spatial_dims, in_channels, depths, f, drop_path_rate, layer_scale_init_value)
 
         def basic(cin: int, cout: int) -> UnetrBasicBlock:
-            return UnetrBasicBlock(spatial_dims, cin, cout, kernel_size=3, stride=1, norm_name=norm_name, res_block=True)
+            return UnetrBasicBlock(
+                spatial_dims, cin, cout, kernel_size=3, stride=1, norm_name=norm_name, res_block=True
+            )
 
         def up(cin: int, cout: int) -> UnetrUpBlock:
             return UnetrUpBlock(
@@ -172,17 +163,7 @@ class UXNet(nn.Module):
         self.out = UnetOutBlock(spatial_dims, f[0], out_channels)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError("UXNet expects input (B, C, *spatial) with " + str(self.spatial_dims)
-                             + " spatial axes, got shape " + str(list(x.shape)))
-        if x.shape[1] != self.in_channels:
-            raise ValueError("UXNet was built for in_channels=" + str(self.in_channels) + " but the input has "
-                             + str(x.shape[1]) + " channels")
-        for s in x.shape[2:]:
-            if s % self.divisor != 0:
-                raise ValueError("UXNet needs every spatial size to be a multiple of 16 (four 2x downsamplings), e.g. "
-                                 "32, 48, 64, 96; got " + str(list(x.shape[2:])) + ". Pad or crop the input, or use "
-                                 "sliding-window inference with a 96³ ROI")
+        check_input(x, "UXNet", self.spatial_dims, self.in_channels, self.divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
