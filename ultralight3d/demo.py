@@ -1,8 +1,9 @@
 """``ultralight3d demo``: the first run on a fresh machine, with no download and no GPU.
 
-1. :func:`generate_phantom_dataset` writes a deterministic synthetic abdominal CT-like set (MSD layout: ``imagesTr``,
-   ``labelsTr``, ``dataset.json``) with organ-like structures (liver, kidneys, spleen), a spine, bowel gas, Gaussian
-   noise, a smooth multiplicative bias field and a random pose per case.
+1. :func:`~ultralight3d.data.phantom.generate_phantom_dataset` (the phantom generator, re-exported here) writes a
+   deterministic synthetic abdominal CT-like set (MSD layout: ``imagesTr``, ``labelsTr``, ``dataset.json``) with
+   organ-like structures (liver, kidneys, spleen), a spine, bowel gas, Gaussian noise, a smooth multiplicative bias
+   field and a random pose per case.
 2. The datalist is prepared with :mod:`ultralight3d.data` (the same code as ``ultralight3d prepare folder``).
 3. The generic bundle ``bundles/custom_ultralight_unet3d`` is trained with MONAI's bundle runner (UltraLightUNet3D-S,
    small patch, 1500 iterations by default).
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
-from scipy import ndimage
-
+from .data.phantom import (
+    PHANTOM_COLORS,
+    PHANTOM_LABELS,
+    PHANTOM_SHAPE,
+    PHANTOM_SPACING,
+    generate_phantom_dataset,
+    make_phantom_case,
+)
 from .errors import UserInputError
-from .utils import atomic_path, check_writable
+from .utils import atomic_path
 
 __all__ = [
     "PHANTOM_COLORS",
@@ -45,202 +49,24 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Label values of the phantom (MSD ``dataset.json`` style, background included).
-PHANTOM_LABELS = {0: "background", 1: "liver", 2: "kidney", 3: "spleen"}
-#: RGB colours of the phantom organs (liver as in Slicer; kidney and spleen chosen to stand apart from it).
-PHANTOM_COLORS = {1: (221, 130, 101), 2: (230, 210, 60), 3: (120, 110, 220)}
 #: CT intensity window (HU) used for training and display: soft tissue.
 DEMO_WINDOW = (-150.0, 250.0)
-#: Voxel size in mm (X, Y, Z): in-plane 2.5 mm, 4 mm slices, like a low-dose abdominal CT on a coarse grid.
-PHANTOM_SPACING = (2.5, 2.5, 4.0)
-#: Volume size in voxels (X, Y, Z): 160 x 160 x 128 mm.
-PHANTOM_SHAPE = (64, 64, 32)
-
-# Mean CT numbers (HU) and their per-case jitter.
-_HU = {"air": -1000.0, "fat": -90.0, "muscle": 45.0, "liver": 95.0, "kidney": 165.0, "spleen": 125.0,
-       "bone": 450.0, "gas": -650.0, "bowel": 25.0}  # fmt: skip
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-std random field smoothed with a Gaussian of ``sigma`` voxels."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
-    return (f - f.mean()) / (f.std() + 1e-8)
-
-
-def _blob(grid: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarray, rot: np.ndarray, wobble: np.ndarray,
-          amount: float) -> np.ndarray:
-    """Boolean deformed ellipsoid: ``|R (x - c) / r|^2 < 1 + amount * wobble`` (coordinates in mm)."""
-    d = np.stack([g - c for g, c in zip(grid, centre)], axis=-1) @ rot.T
-    q = ((d / radii) ** 2).sum(-1)
-    return q < 1.0 + amount * wobble
-
-
-def _rotation_z(angle: float, tilt: float = 0.0) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    ct, st = math.cos(tilt), math.sin(tilt)
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, ct, -st], [0.0, st, ct]])
-    return rz @ rx
-
-
-def make_phantom_case(
-    seed: int,
-    shape: tuple[int, int, int] = PHANTOM_SHAPE,
-    spacing: tuple[float, float, float] = PHANTOM_SPACING,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic abdominal CT-like volume and its label map.
-
-    The body is an elliptic cylinder (fat rim, muscle) with a spine, a liver on the patient's right, a spleen on the
-    left and two kidneys beside the spine, each a smoothly deformed ellipsoid; bowel loops with gas are distractors.
-    Every case has its own anatomy size, pose (rotation, shift), organ shapes and contrast; the image gets Gaussian
-    noise and a smooth multiplicative bias field. The affine is RAS (``+x`` = patient left, ``+y`` = anterior).
-
-    Args:
-        seed: case seed (same seed -> identical case).
-        shape: ``(X, Y, Z)`` voxels.
-        spacing: ``(X, Y, Z)`` voxel size in mm.
-
-    Returns:
-        ``(image, label, affine)``: int16 HU image ``(X, Y, Z)``, uint8 labels ``(X, Y, Z)`` with
-        :data:`PHANTOM_LABELS`, and the 4x4 voxel-to-RAS affine.
-    """
-    rng = np.random.default_rng(seed)
-    sx, sy, sz = (np.arange(n) * s for n, s in zip(shape, spacing))
-    ext = np.array([n * s for n, s in zip(shape, spacing)])
-    grid = np.meshgrid(sx, sy, sz, indexing="ij")  # mm, voxel centres
-    centre = ext / 2 + np.array([rng.uniform(-6, 6), rng.uniform(-5, 5), rng.uniform(-6, 6)])
-    scale = rng.uniform(0.9, 1.1)
-    angle = math.radians(rng.uniform(-12, 12))
-    rot = _rotation_z(angle)
-    wob = [_smooth_field(rng, shape, 5.0) for _ in range(4)]
-
-    def place(offset_mm: tuple[float, float, float]) -> np.ndarray:
-        """Body-frame offset -> world position (the body is rotated about z by ``angle``)."""
-        return centre + rot.T @ (np.array(offset_mm) * scale)
-
-    # body: elliptic cylinder in x/y, whole z extent (the field of view cuts the abdomen)
-    d = np.stack([g - c for g, c in zip(grid, centre)], axis=-1) @ rot.T
-    ax_b, ay_b = 0.45 * ext[0] * scale, 0.36 * ext[1] * scale
-    body_q = (d[..., 0] / ax_b) ** 2 + (d[..., 1] / ay_b) ** 2
-    body = body_q < 1.0 + 0.04 * wob[0]
-    inner = body_q < (1.0 - rng.uniform(0.12, 0.2)) ** 2
-    spine = ((d[..., 0] / 10.0) ** 2 + ((d[..., 1] + 0.62 * ay_b) / 9.0) ** 2) < 1.0
-
-    label = np.zeros(shape, np.uint8)
-    # liver: large, patient right (-x), anterior-ish, upper half
-    liver = _blob(grid, place((-0.38 * ax_b, 0.05 * ay_b, rng.uniform(10, 25))),
-                  np.array([rng.uniform(44, 52), rng.uniform(36, 44), rng.uniform(46, 56)]) * scale,
-                  _rotation_z(angle + rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2)), wob[1], 0.35)
-    spleen = _blob(grid, place((0.52 * ax_b, -0.25 * ay_b, rng.uniform(5, 25))),
-                   np.array([rng.uniform(16, 20), rng.uniform(22, 28), rng.uniform(28, 36)]) * scale,
-                   _rotation_z(angle + rng.uniform(-0.6, 0.6), rng.uniform(-0.3, 0.3)), wob[2], 0.35)
-    kz = rng.uniform(-25, -5)
-    kidneys = np.zeros(shape, bool)
-    for side in (-1, 1):
-        kidneys |= _blob(grid, place((side * rng.uniform(0.34, 0.42) * ax_b, -0.5 * ay_b, kz + rng.uniform(-6, 6))),
-                         np.array([rng.uniform(14, 17), rng.uniform(16, 19), rng.uniform(26, 32)]) * scale,
-                         _rotation_z(angle + side * rng.uniform(0.2, 0.5)), wob[3], 0.25)
-    label[liver & inner] = 1
-    label[kidneys & inner & (label == 0) & ~spine] = 2
-    label[spleen & inner & (label == 0)] = 3
-
-    jitter = {k: v + rng.normal(0, 10) for k, v in _HU.items()}
-    img = np.full(shape, jitter["air"], np.float32)
-    img[body] = jitter["fat"]
-    img[inner] = jitter["muscle"]
-    # bowel loops (soft tissue with gas pockets) in the free space: distractors with organ-like texture
-    free = inner & (label == 0) & ~spine
-    bowel = free & (_smooth_field(rng, shape, 3.0) > 0.6)
-    img[bowel] = jitter["bowel"]
-    img[bowel & (_smooth_field(rng, shape, 1.5) > 1.2)] = jitter["gas"]
-    img[spine] = jitter["bone"]
-    texture = _smooth_field(rng, shape, 1.2)
-    for value, key in ((1, "liver"), (2, "kidney"), (3, "spleen")):
-        img[label == value] = jitter[key] + 12.0 * texture[label == value]
-    img = ndimage.gaussian_filter(img, 0.6)  # partial-volume blur at edges
-    bias = 1.0 + 0.03 * _smooth_field(rng, shape, 12.0)  # smooth multiplicative shading: about ±30 HU at 1 sd
-    img = (img + 1000.0) * bias - 1000.0
-    img += rng.normal(0.0, 22.0, shape).astype(np.float32)
-    image = np.clip(np.round(img), -1024, 3071).astype(np.int16)
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -ext / 2  # centre the field of view at the scanner origin
-    return image, label, affine
-
-
-def generate_phantom_dataset(
-    output_dir: str | os.PathLike,
-    num_cases: int = 10,
-    num_test: int = 1,
-    seed: int = 0,
-    shape: tuple[int, int, int] = PHANTOM_SHAPE,
-    spacing: tuple[float, float, float] = PHANTOM_SPACING,
-    overwrite: bool = False,
-) -> Path:
-    """Write ``num_cases`` phantom cases in the Medical Segmentation Decathlon layout.
-
-    Layout: ``<output_dir>/imagesTr/phantom_XXX.nii.gz`` (int16 HU), ``labelsTr/phantom_XXX.nii.gz`` (uint8), the
-    held-out cases in ``imagesTs/`` with their reference labels in ``labelsTs/``, and a ``dataset.json``
-    (``labels``, ``modality``, ``training``, ``test``), ready for ``ultralight3d prepare folder``.
-
-    Args:
-        output_dir: dataset root.
-        num_cases: number of training cases (case ``i`` uses seed ``seed * 1000 + i``).
-        num_test: number of held-out test cases (numbered after the training cases).
-        seed: dataset seed.
-        shape: ``(X, Y, Z)`` voxels per case.
-        spacing: voxel size in mm.
-        overwrite: replace existing files.
-
-    Returns:
-        The path of ``dataset.json``.
-    """
-    if num_cases < 3:
-        raise UserInputError(f"the phantom set needs at least 3 cases (train, validate, test), got {num_cases}")
-    root = Path(output_dir)
-    check_writable(root / "dataset.json", overwrite)
-    training: list[dict[str, str]] = []
-    test: list[str] = []
-    from tqdm import tqdm
-
-    for i in tqdm(range(num_cases + num_test), desc="phantom cases", unit="case"):
-        name = f"phantom_{i:03d}.nii.gz"
-        image, label, affine = make_phantom_case(seed * 1000 + i, shape, spacing)
-        split = "Tr" if i < num_cases else "Ts"
-        for sub, arr in ((f"images{split}", image), (f"labels{split}", label)):
-            nii = nib.Nifti1Image(arr, affine)
-            nii.set_qform(affine, code=1)
-            nii.set_sform(affine, code=1)
-            nii.header.set_xyzt_units("mm")
-            with atomic_path(root / sub / name, overwrite=overwrite) as tmp:
-                nib.save(nii, str(tmp))
-        if split == "Tr":
-            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-        else:
-            test.append(f"./imagesTs/{name}")
-    meta = {
-        "name": "ultralight3d-phantom",
-        "description": "Deterministic synthetic abdominal CT-like phantoms (liver, kidneys, spleen) generated by "
-        f"ultralight3d.demo (seed {seed}); noise, bias field and random pose per case.",
-        "reference": "ultralight3d", "licence": "CC0", "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {str(k): v for k, v in PHANTOM_LABELS.items()},
-        "numTraining": len(training), "numTest": len(test),
-        "training": training, "test": test,
-    }  # fmt: skip
-    path = root / "dataset.json"
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    logger.info("Phantom dataset (%d cases, %s voxels at %s mm) written to %s", num_cases, shape, spacing, root)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------- demo orchestration
 
 BUNDLE_NAME = "custom_ultralight_unet3d"
 #: Folders and files the demo creates inside its output folder (and only these are replaced by ``overwrite``).
-_DEMO_ITEMS = ("data", "run", "model", "predictions", "evaluation", "demo_overlay.png", "training_curves.png",
-               "report.md")
+_DEMO_ITEMS = (
+    "data",
+    "run",
+    "model",
+    "predictions",
+    "evaluation",
+    "demo_overlay.png",
+    "training_curves.png",
+    "report.md",
+)
 
 
 @dataclass
@@ -259,18 +85,18 @@ class DemoResult:
 
 
 def find_bundle(name: str = BUNDLE_NAME, bundles_dir: str | os.PathLike | None = None) -> Path:
-    """The bundle folder ``<bundles>/<name>``: ``bundles_dir``, ``$ULTRALIGHT3D_BUNDLES``, or ``bundles/`` next to the
-    package (the repository checkout that ``pip install -e .`` points at).
+    """The bundle folder ``<bundles>/<name>``: in ``bundles_dir`` when given (only there), else in
+    ``$ULTRALIGHT3D_BUNDLES`` or ``bundles/`` next to the package (the repository checkout that ``pip install -e .``
+    points at) or in the current folder.
 
     Raises:
         UserInputError: no bundle with a ``configs/train.json`` was found.
     """
-    candidates = []
-    if bundles_dir is not None:
-        candidates.append(Path(bundles_dir))
-    if os.environ.get("ULTRALIGHT3D_BUNDLES"):
-        candidates.append(Path(os.environ["ULTRALIGHT3D_BUNDLES"]))
-    candidates += [Path(__file__).resolve().parents[1] / "bundles", Path.cwd() / "bundles"]
+    if bundles_dir is not None:  # an explicit folder is the only place looked at
+        candidates = [Path(bundles_dir)]
+    else:
+        candidates = [Path(os.environ["ULTRALIGHT3D_BUNDLES"])] if os.environ.get("ULTRALIGHT3D_BUNDLES") else []
+        candidates += [Path(__file__).resolve().parents[1] / "bundles", Path.cwd() / "bundles"]
     for folder in candidates:
         if (folder / name / "configs" / "train.json").is_file():
             return (folder / name).resolve()
@@ -286,8 +112,10 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
         raise UserInputError(f"--output {out} is a file; choose a folder for the demo outputs")
     existing = [out / item for item in _DEMO_ITEMS if (out / item).exists()]
     if existing and not overwrite:
-        raise UserInputError(f"{out} already holds demo outputs ({', '.join(p.name for p in existing[:4])}); pass "
-                             "--overwrite to replace them or choose another --output folder")
+        raise UserInputError(
+            f"{out} already holds demo outputs ({', '.join(p.name for p in existing[:4])}); pass "
+            "--overwrite to replace them or choose another --output folder"
+        )
     for p in existing:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -332,8 +160,9 @@ def _train(bundle: Path, overrides: dict[str, Any], iterations: int) -> None:
         bar.close()
 
 
-def _report(result: DemoResult, case: str, iterations: int, variant: str, num_cases: int, seed: int,
-            table_md: str) -> str:
+def _report(
+    result: DemoResult, case: str, iterations: int, variant: str, num_cases: int, seed: int, table_md: str
+) -> str:
     t = result.timings
     rel = {k: os.path.relpath(v, result.output_dir) for k, v in result.files.items()}
     lines = [
@@ -404,12 +233,12 @@ def run_demo(
     Returns:
         :class:`DemoResult` with the file paths, the evaluation result and timings.
     """
-    import nibabel as nib
     import torch
 
-    from .data.prepare import prepare_folder
+    from .data import prepare_folder
     from .evaluation import evaluate_cases, format_markdown_table
     from .inference import Predictor
+    from .io.image import read_image
     from .labels import Label, LabelTable, write_label_csv
     from .plots import plot_training_curves, save_overlay_png
 
@@ -430,15 +259,18 @@ def run_demo(
     generate_phantom_dataset(data, num_cases=num_cases, num_test=1, seed=seed)
     table = LabelTable([Label(v, n, (*PHANTOM_COLORS[v], 255)) for v, n in PHANTOM_LABELS.items() if v])
     labels_csv = write_label_csv(table, data / "labels.csv")
-    prepared = prepare_folder(data, progress=False)
+    prepared = prepare_folder(data, protocol="demo", progress=False)
     logger.info("Datalist with %d training cases written to %s", len(prepared.datalist["training"]), prepared.path)
     result.timings["data"] = time.perf_counter() - t0
 
     # 2. train the generic bundle through MONAI's bundle runner
     t1 = time.perf_counter()
     # no flips: left/right is what tells the liver from the spleen; pose and bias already vary per phantom
-    transform_params = {"window": list(DEMO_WINDOW), "labels": {str(k): v for k, v in PHANTOM_LABELS.items()},
-                        "augment": {"scale_intensity": {"factors": 0.1, "prob": 0.5}}}
+    transform_params = {
+        "window": list(DEMO_WINDOW),
+        "labels": {str(k): v for k, v in PHANTOM_LABELS.items()},
+        "augment": {"scale_intensity": {"factors": 0.1, "prob": 0.5}},
+    }
     val_every = val_interval or max(1, iterations // 4)
     overrides = {
         "dataset_dir": str(data),
@@ -467,24 +299,29 @@ def run_demo(
     _train(bundle, overrides, iterations)
     model_pt = out / "model" / "model.pt"
     if not model_pt.is_file():
-        raise UserInputError(f"training did not produce {model_pt} (no validation ran?); use --iterations >= 1 and "
-                             "check the log above")
+        raise UserInputError(
+            f"training did not produce {model_pt} (no validation ran?); use --iterations >= 1 and check the log above"
+        )
     result.timings["training"] = time.perf_counter() - t1
 
     # 3. segment the held-out case with the bundle's inference config
     t2 = time.perf_counter()
-    predictor = Predictor.from_bundle(bundle, checkpoint=model_pt, overrides={
-        "protocol": "demo",
-        "transform_params": {"window": list(DEMO_WINDOW)},
-        "in_channels": 1,
-        "num_classes": len(PHANTOM_LABELS),
-        "labels_file": str(labels_csv),
-        "variant": variant,
-        "roi_size": [32, 32, 32],
-        "sw_batch_size": 4,
-        "overlap": 0.5,
-        "amp": False,
-    })
+    predictor = Predictor.from_bundle(
+        bundle,
+        checkpoint=model_pt,
+        overrides={
+            "protocol": "demo",
+            "transform_params": {"window": list(DEMO_WINDOW)},
+            "in_channels": 1,
+            "num_classes": len(PHANTOM_LABELS),
+            "labels_file": str(labels_csv),
+            "variant": variant,
+            "roi_size": [32, 32, 32],
+            "sw_batch_size": 4,
+            "overlap": 0.5,
+            "amp": False,
+        },
+    )
     pred_dir = out / "predictions"
     run = predictor.predict(data / "imagesTs", pred_dir, overwrite=True, preview=True)
     if not run.ok:
@@ -500,11 +337,18 @@ def run_demo(
     names = {k: v for k, v in PHANTOM_LABELS.items() if k}
     metrics = evaluate_cases([seg], [ref], names, out / "evaluation", overwrite=True)
     result.metrics = metrics
-    image = np.asarray(nib.load(str(data / "imagesTs" / f"{case}.nii.gz")).dataobj)
-    save_overlay_png(image, np.asarray(nib.load(str(seg)).dataobj), out / "demo_overlay.png",
-                     reference=np.asarray(nib.load(str(ref)).dataobj), class_names=names, colors=PHANTOM_COLORS,
-                     spacing=PHANTOM_SPACING, window=DEMO_WINDOW,
-                     title=f"{case}: prediction (fill) vs reference (outline), mean Dice {result.mean_dice:.3f}")
+    image = read_image(data / "imagesTs" / f"{case}.nii.gz", dtype=None).array[0]
+    save_overlay_png(
+        image,
+        read_image(seg, dtype=None).array[0],
+        out / "demo_overlay.png",
+        reference=read_image(ref, dtype=None).array[0],
+        class_names=names,
+        colors=PHANTOM_COLORS,
+        spacing=PHANTOM_SPACING,
+        window=DEMO_WINDOW,
+        title=f"{case}: prediction (fill) vs reference (outline), mean Dice {result.mean_dice:.3f}",
+    )
     plot_training_curves(out / "run", out / "training_curves.png")
     result.timings["evaluation"] = time.perf_counter() - t3
     result.timings["total"] = time.perf_counter() - t0
@@ -515,8 +359,9 @@ def run_demo(
         "metrics_md": Path(metrics["files"]["markdown"]), "training_curves": out / "training_curves.png",
         "report": out / "report.md",
     }  # fmt: skip
-    report = _report(result, case, iterations, variant, num_cases, seed,
-                     format_markdown_table(metrics, metrics["tolerance_mm"]))
+    report = _report(
+        result, case, iterations, variant, num_cases, seed, format_markdown_table(metrics, metrics["tolerance_mm"])
+    )
     with atomic_path(out / "report.md", overwrite=True) as tmp:
         tmp.write_text(report)
     return result

@@ -12,10 +12,12 @@ How this 3D adaptation differs from the 2D original:
   ``features_per_stage``: caps c4, c4/2, ... down to 1 with ``channels[i] = min(cap, ref[i])``. Candidates that
   cannot be built (none for UltraLightUNet3D) are dropped. Weights are MONAI/PyTorch's default init, not nnU-Net's.
 * **Input.** A centre 3D crop (default 96³, zero-padded where the volume is smaller) of each volume replaces the
-  centre 2D slice, and the crop size must be a multiple of 32 (five poolings). Preprocessing is a per-volume z-score
-  over the non-zero voxels (no resampling and no dataset-level nnU-Net plans): pass volumes already at the spacing you
-  will train at. nnU-Net-style channel files (``case_0000.nii.gz``, ``case_0001.nii.gz``) are stacked as channels;
-  4D channel-last files (MSD) give their channels directly.
+  centre 2D slice (MONAI ``ResizeWithPadOrCrop``), and the crop size must be a multiple of 32 (five poolings).
+  Preprocessing is a per-volume, per-channel z-score over the non-zero voxels (no resampling and no dataset-level
+  nnU-Net plans): pass volumes already at the spacing you will train at. Files are found and read with
+  :mod:`ultralight3d.io` (its suffix list, hidden files skipped, :func:`~ultralight3d.io.read_image` and
+  :func:`~ultralight3d.io.check_image`); nnU-Net-style channel files (``case_0000.nii.gz``, ``case_0001.nii.gz``)
+  are stacked as channels; 4D channel-last files (MSD) give their channels directly.
 * **Unchanged.** Seed 369 set (Python, NumPy, torch) before building each candidate, candidates kept in train mode
   (BatchNorm uses batch statistics; at 96³ the bottleneck is 3³, so batch 1 is well defined), deep supervision off,
   score = ‖∂(Σ y)/∂x‖₂ per image, mean of the finite per-image scores per candidate, min-max normalisation and the
@@ -30,18 +32,18 @@ import json
 import logging
 import os
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import UserInputError
+from .io.files import IMAGE_SUFFIXES, list_image_files, split_channel, strip_image_suffix
 from .utils import atomic_path
 
 __all__ = [
@@ -62,9 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: the seed of the original code and paper notebook (set before building every candidate).
 SEED = 369
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 def candidate_caps(reference: Sequence[int]) -> list[int]:
@@ -110,7 +109,7 @@ def knee_index_tv(normalised_desc: Sequence[float]) -> int:
         raise ValueError(f"the knee rule needs at least 5 candidates with finite scores, got {n}")
     d = np.abs(np.diff(y))
     ks = list(range(2, n - 2))
-    scores = [d[k - 1:].mean() - d[:k].mean() for k in ks]
+    scores = [d[k - 1 :].mean() - d[:k].mean() for k in ks]
     k_star = ks[int(np.argmax(scores))]  # np.argmax keeps the first maximum
     return k_star - 1
 
@@ -139,13 +138,6 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _strip_suffix(name: str) -> str:
-    for suf in IMAGE_SUFFIXES:
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
-
-
 def find_images(images: str | os.PathLike | Sequence[str | os.PathLike], pattern: str = "*") -> list[list[Path]]:
     """Image files of a folder (matching ``pattern``, e.g. ``"*/srr.nii.gz"``) or an explicit list, grouped per case.
 
@@ -164,7 +156,7 @@ def find_images(images: str | os.PathLike | Sequence[str | os.PathLike], pattern
         if folder.is_file():
             files = [folder]
         else:
-            files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+            files = list_image_files(folder, pattern)
             if not files:
                 raise UserInputError(
                     f"no images ({', '.join(IMAGE_SUFFIXES)}) matching '{pattern}' in {folder}; pass the folder that "
@@ -179,35 +171,29 @@ def find_images(images: str | os.PathLike | Sequence[str | os.PathLike], pattern
                 raise UserInputError(f"image file {f} not found")
     groups: dict[str, list[Path]] = {}
     for f in files:
-        m = _CHANNEL_RE.match(_strip_suffix(f.name))
-        key = str(f.parent / m.group("case")) if m else str(f)
+        case, channel = split_channel(strip_image_suffix(f))
+        key = str(f.parent / case) if channel is not None else str(f)
         groups.setdefault(key, []).append(f)
     return [sorted(groups[k]) for k in sorted(groups)]
 
 
 def _read_volume(path: Path) -> np.ndarray:
-    """Read one file as (C, X, Y, Z) float32 (4D channel-last files keep their channels)."""
-    import SimpleITK as sitk
+    """Read one file as (C, X, Y, Z) float32 with :func:`ultralight3d.io.read_image` (4D channel-last files keep their
+    channels) and check it (3D, finite voxels) with :func:`ultralight3d.io.check_image`."""
+    from .io.image import check_image, read_image
 
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise UserInputError(
-            f"cannot read image {path}: not a readable NIfTI/NRRD/MHA file; check or remove it"
-        ) from err
-    arr = sitk.GetArrayFromImage(img).astype(np.float32)  # (Z, Y, X) or (Z, Y, X, C) for vector images
-    if img.GetNumberOfComponentsPerPixel() > 1:
-        arr = np.moveaxis(arr, -1, 0)
-    elif arr.ndim == 4:  # 4D scalar image (T, Z, Y, X): channels first
-        pass
-    elif arr.ndim == 3:
-        arr = arr[None]
-    else:
-        raise UserInputError(f"image {path} has {arr.ndim} dimensions; width selection needs 3D volumes")
-    return np.ascontiguousarray(np.swapaxes(arr, 1, 3))  # (C, X, Y, Z)
+    image = read_image(path)
+    check_image(image)
+    return image.array
 
 
 def _zscore_nonzero(arr: np.ndarray) -> np.ndarray:
+    """Per-channel z-score over the non-zero voxels (all voxels for an all-zero channel), zeros kept at 0.
+
+    Kept in NumPy on purpose: MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)`` computes the mean and
+    standard deviation in torch, which differ by one float32 ulp, and the Jacobian scores of untrained train-mode
+    candidates amplify that into ~0.3 % (measured): the scores would no longer match the reference implementation.
+    """
     out = np.empty_like(arr)
     for c in range(arr.shape[0]):
         ch = arr[c]
@@ -219,21 +205,14 @@ def _zscore_nonzero(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _centre_crop_or_pad(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Centre crop / zero-pad (C, *S) to (C, *size)."""
-    out = np.zeros((arr.shape[0], *size), dtype=arr.dtype)
-    src, dst = [slice(None)], [slice(None)]
-    for have, want in zip(arr.shape[1:], size):
-        if have >= want:
-            start = (have - want) // 2
-            src.append(slice(start, start + want))
-            dst.append(slice(0, want))
-        else:
-            start = (want - have) // 2
-            src.append(slice(0, have))
-            dst.append(slice(start, start + have))
-    out[tuple(dst)] = arr[tuple(src)]
-    return out
+def _preprocess(arr: np.ndarray, crop: Sequence[int]) -> torch.Tensor:
+    """Z-score (:func:`_zscore_nonzero`), then centre crop / zero-pad (C, *S) to (C, *crop) with MONAI's
+    ``ResizeWithPadOrCrop`` (for even crop sizes the same start offsets as the reference code)."""
+    from monai.transforms import ResizeWithPadOrCrop
+
+    x = torch.from_numpy(np.ascontiguousarray(_zscore_nonzero(arr)))
+    x = ResizeWithPadOrCrop(spatial_size=list(crop), mode="constant")(x)
+    return torch.as_tensor(x).as_subclass(torch.Tensor).contiguous()
 
 
 def load_crops(
@@ -265,8 +244,7 @@ def load_crops(
             raise UserInputError(
                 f"channel files of case {files[0]} have different sizes {sorted(shapes)}; resample them"
             )
-        arr = _centre_crop_or_pad(_zscore_nonzero(np.concatenate(arrs, 0)), crop)
-        crops.append(torch.from_numpy(arr)[None])
+        crops.append(_preprocess(np.concatenate(arrs, 0), crop)[None])
     channels = {int(c.shape[1]) for c in crops}
     if len(channels) > 1:
         raise UserInputError(f"images have different channel counts {sorted(channels)}; pass one kind of image")
@@ -438,13 +416,13 @@ def select_width(
             "one axis (default 96)"
         )
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], torch.Tensor):
-        crops = [t.float() for t in images]  # type: ignore[union-attr]
+        crops = [t.float() for t in images]
     else:
         crops = load_crops(find_images(images, pattern), crop, max_images, seed)  # type: ignore[arg-type]
     in_channels = int(crops[0].shape[1])
     kwargs = dict(model_kwargs or {})
     probe = build(reference_model, in_channels=in_channels, out_channels=out_channels, **kwargs)
-    reference = [int(c) for c in getattr(probe, "channels")]
+    reference = [int(c) for c in cast(Sequence[int], probe.channels)]
     del probe
     caps = [c for c in candidate_caps(reference) if c >= min_cap]
     try:
@@ -467,7 +445,7 @@ def select_width(
                 bar.update(len(crops))
             continue
         if hasattr(net, "deep_supervision"):
-            net.deep_supervision = False
+            net.deep_supervision = False  # type: ignore[assignment]  # a plain bool attribute of the network
         net.train()
         params = sum(p.numel() for p in net.parameters())
         scores = []
@@ -481,8 +459,8 @@ def select_width(
             if bar:
                 bar.update(len(crops) - len(scores))
             continue
-        finite = [s for s in scores if np.isfinite(s)]
-        score = float(np.mean(finite)) if finite else float("nan")
+        finite_scores = [s for s in scores if np.isfinite(s)]
+        score = float(np.mean(finite_scores)) if finite_scores else float("nan")
         flops = _count_flops(net, in_channels, crop) if count_flops else None
         candidates.append(WidthCandidate(cap, channels, params, flops, score, seconds=time.perf_counter() - t0))
     if bar:
@@ -495,7 +473,7 @@ def select_width(
         )
     # spec §3 step 6: sort by cap ascending, min-max normalise, reverse to descending cap, knee rule
     ascending = sorted(finite, key=lambda c: c.cap)
-    for c, v in zip(ascending, minmax_normalise([c.score for c in ascending])):
+    for c, v in zip(ascending, minmax_normalise([c.score for c in ascending]), strict=True):
         c.normalised = float(v)
     descending = ascending[::-1]
     chosen = descending[knee_index_tv([c.normalised for c in descending])]

@@ -28,6 +28,7 @@ def write_nifti(
         affine = np.diag([*spacing, 1.0])
         affine[:3, 3] = origin
     full = (*shape, channels) if channels else tuple(shape)
+    data: np.ndarray
     if label:
         data = np.zeros(full, dtype=np.uint8)
         data[1:3, 1:3, 1:3] = 1

@@ -22,9 +22,14 @@ def _datalist(n: int = 10, validation: list[dict] | None = None) -> dict:
         {"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz", "fold": i % 5, "case": f"c{i}"}
         for i in range(n)
     ]
-    data = {"name": "t", "description": "d", "labels": {"0": "background", "1": "x"}, "channels": ["CT"],
-            "training": training,
-            "test": [{"image": ["imagesTs/a_0000.nii.gz", "imagesTs/a_0001.nii.gz"], "case": "a"}]}
+    data = {
+        "name": "t",
+        "description": "d",
+        "labels": {"0": "background", "1": "x"},
+        "channels": ["CT"],
+        "training": training,
+        "test": [{"image": ["imagesTs/a_0000.nii.gz", "imagesTs/a_0001.nii.gz"], "case": "a"}],
+    }
     if validation is not None:
         data["validation"] = validation
     return data

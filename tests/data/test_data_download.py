@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from data_fixtures_ul3d import write_nifti
 
+from ultralight3d.data import prepare_msd_prostate
 from ultralight3d.data.download import download_file, download_msd_prostate, extract_tar
-from ultralight3d.data.prepare import prepare_msd_prostate
 from ultralight3d.errors import UserInputError
 
 
@@ -34,7 +34,7 @@ class _Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:  # the name http.server calls
                 data = server.files.get(self.path)
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
@@ -108,8 +108,11 @@ def test_server_without_range_support_restarts(server: _Server, tmp_path: Path) 
 
 def test_checksum_mismatch_deletes_download(server: _Server, tmp_path: Path) -> None:
     server.files["/f.bin"] = PAYLOAD
-    with pytest.raises(UserInputError, match=rf"checksum mismatch for .*f\.bin: md5 {MD5}, expected 0{{32}}; the bad "
-                                             r"download was deleted"):
+    with pytest.raises(
+        UserInputError,
+        match=rf"checksum mismatch for .*f\.bin: md5 {MD5}, expected 0{{32}}; the bad "
+        r"download was deleted",
+    ):
         download_file(f"{server.url}/f.bin", tmp_path / "f.bin", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "f.bin").write_bytes(b"corrupt")
@@ -122,8 +125,11 @@ def test_offline_and_http_errors_say_how_to_download_by_hand(server: _Server, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     dest = tmp_path / "Task05_Prostate.tar"
-    with pytest.raises(UserInputError, match=rf"cannot download http://127\.0\.0\.1:{port}/x\.tar \(.*\); if this "
-                                             rf"machine is offline, download the file by hand .* put it at {dest}"):
+    with pytest.raises(
+        UserInputError,
+        match=rf"cannot download http://127\.0\.0\.1:{port}/x\.tar \(.*\); if this "
+        rf"machine is offline, download the file by hand .* put it at {dest}",
+    ):
         download_file(f"http://127.0.0.1:{port}/x.tar", dest, progress=False, timeout=5)
     with pytest.raises(UserInputError, match=r"\(HTTP 404 .*\); if this machine is offline"):
         download_file(f"{server.url}/missing.tar", dest, progress=False)
@@ -137,9 +143,17 @@ def _msd_tar(tmp_path: Path) -> bytes:
         write_nifti(src / "labelsTr" / f"prostate_{i:02d}.nii.gz", label=True)
         name = f"prostate_{i:02d}.nii.gz"
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    (src / "dataset.json").write_text(json.dumps({"name": "PROSTATE", "modality": {"0": "T2", "1": "ADC"},
-                                                  "labels": {"0": "background", "1": "PZ", "2": "TZ"},
-                                                  "training": training, "test": []}))
+    (src / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "PROSTATE",
+                "modality": {"0": "T2", "1": "ADC"},
+                "labels": {"0": "background", "1": "PZ", "2": "TZ"},
+                "training": training,
+                "test": [],
+            }
+        )
+    )
     (src / "imagesTr" / "._prostate_00.nii.gz").write_bytes(b"resource fork")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -151,8 +165,9 @@ def test_download_msd_prostate_then_prepare(server: _Server, tmp_path: Path) -> 
     data = _msd_tar(tmp_path)
     server.files["/Task05_Prostate.tar"] = data
     root = tmp_path / "data"
-    task = download_msd_prostate(root, url=f"{server.url}/Task05_Prostate.tar", md5=hashlib.md5(data).hexdigest(),
-                                 progress=False)
+    task = download_msd_prostate(
+        root, url=f"{server.url}/Task05_Prostate.tar", md5=hashlib.md5(data).hexdigest(), progress=False
+    )
     assert task == root / "Task05_Prostate" and (task / "dataset.json").is_file()
     assert not (task / "imagesTr" / "._prostate_00.nii.gz").exists()  # resource forks skipped
     assert (root / "Task05_Prostate.tar").stat().st_size == len(data)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -15,18 +16,21 @@ from data_fixtures_ul3d import write_nifti
 from monai.data import load_decathlon_datalist
 from monai.transforms import MapLabelValued
 
-from ultralight3d.data import label_mapping, load_datalist
-from ultralight3d.data.prepare import (
-    SYNAPSE_8_LABEL_MAP,
-    SYNAPSE_TEST_CASES,
+from ultralight3d.data import (
     assign_folds,
+    label_mapping,
+    load_datalist,
     prepare_feta,
     prepare_folder,
     prepare_msd_prostate,
     prepare_synapse,
-    read_geometry,
 )
+from ultralight3d.data.synapse import SYNAPSE_TEST_CASES, synapse_label_map
 from ultralight3d.errors import UserInputError
+from ultralight3d.io import read_geometry
+from ultralight3d.transforms import get_protocol
+
+PROSTATE_LABELS = {"0": "background", "1": "peripheral zone", "2": "transition zone"}  # transforms/prostate.json
 
 BTCV_TRAINING = [f"{i:04d}" for i in [*range(1, 11), *range(21, 41)]]
 
@@ -43,10 +47,17 @@ def make_msd(root: Path, n: int = 7, channels: int = 2) -> Path:
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     write_nifti(task / "imagesTs" / "prostate_90.nii.gz", channels=channels, spacing=(0.6, 0.6, 3.6))
     test.append("./imagesTs/prostate_90.nii.gz")
-    meta = {"name": "PROSTATE", "description": "Prostate transitional zone and peripheral zone segmentation",
-            "tensorImageSize": "4D", "modality": {"0": "T2", "1": "ADC"},
-            "labels": {"0": "background", "1": "PZ", "2": "TZ"}, "numTraining": n, "numTest": 1,
-            "training": training, "test": test}
+    meta = {
+        "name": "PROSTATE",
+        "description": "Prostate transitional zone and peripheral zone segmentation",
+        "tensorImageSize": "4D",
+        "modality": {"0": "T2", "1": "ADC"},
+        "labels": {"0": "background", "1": "PZ", "2": "TZ"},
+        "numTraining": n,
+        "numTest": 1,
+        "training": training,
+        "test": test,
+    }
     (task / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return task
 
@@ -59,7 +70,8 @@ def make_feta(root: Path, subjects: int = 6) -> Path:
         write_nifti(anat / f"sub-{s:03d}_rec-{rec}_T2w.nii.gz", spacing=(0.5, 0.5, 0.5))
         write_nifti(anat / f"sub-{s:03d}_rec-{rec}_dseg.nii.gz", label=True, spacing=(0.5, 0.5, 0.5))
     (feta / "participants.tsv").write_text(
-        "participant_id\tPathology\tGestational age\n" + "".join(
+        "participant_id\tPathology\tGestational age\n"
+        + "".join(
             f"sub-{s:03d}\t{'Pathological' if s % 3 else 'Neurotypical'}\t{20 + s}\n" for s in range(1, subjects + 1)
         ),
         encoding="utf-8",
@@ -81,8 +93,18 @@ def make_synapse(root: Path, cases: list[str] = BTCV_TRAINING, test: int = 2) ->
 def test_assign_folds_is_fixed_balanced_and_grouped() -> None:
     ids = [f"case{i:02d}" for i in range(10)]
     # the exact split every user gets with the default seed (guards against any change of the method)
-    assert assign_folds(ids) == {"case09": 0, "case00": 1, "case08": 2, "case07": 3, "case06": 4,
-                                 "case01": 0, "case02": 1, "case03": 2, "case04": 3, "case05": 4}
+    assert assign_folds(ids) == {
+        "case09": 0,
+        "case00": 1,
+        "case08": 2,
+        "case07": 3,
+        "case06": 4,
+        "case01": 0,
+        "case02": 1,
+        "case03": 2,
+        "case04": 3,
+        "case05": 4,
+    }
     assert assign_folds(reversed(ids)) == assign_folds(ids)  # input order does not matter
     assert assign_folds(ids, seed=1) != assign_folds(ids)
     folds = assign_folds([f"s{i}" for i in range(23)])
@@ -93,8 +115,9 @@ def test_assign_folds_is_fixed_balanced_and_grouped() -> None:
 def test_folder_msd_naming_writes_a_monai_datalist(make_folder, tmp_path: Path) -> None:
     root = make_folder(n=7, test=2)
     (root / "imagesTr" / "._case_000.nii.gz").write_bytes(b"junk")  # macOS resource fork: ignored
-    (root / "dataset.json").write_text(json.dumps({"name": "Livers", "labels": {"background": 0, "liver": 1,
-                                                                                 "tumour": 2}}), encoding="utf-8")
+    (root / "dataset.json").write_text(
+        json.dumps({"name": "Livers", "labels": {"background": 0, "liver": 1, "tumour": 2}}), encoding="utf-8"
+    )
     res = prepare_folder(root, progress=False)
     assert res.path == root / "datalist.json"
     dl = json.loads(res.path.read_text())
@@ -102,8 +125,12 @@ def test_folder_msd_naming_writes_a_monai_datalist(make_folder, tmp_path: Path) 
     assert dl["channels"] == ["image"] and dl["num_classes"] == 3 and dl["num_folds"] == 5
     assert [t["case"] for t in dl["training"]] == [f"case_{i:03d}" for i in range(7)]
     fold = assign_folds([f"case_{i:03d}" for i in range(7)])["case_000"]
-    assert dl["training"][0] == {"image": "imagesTr/case_000.nii.gz", "label": "labelsTr/case_000.nii.gz",
-                                 "case": "case_000", "fold": fold}
+    assert dl["training"][0] == {
+        "image": "imagesTr/case_000.nii.gz",
+        "label": "labelsTr/case_000.nii.gz",
+        "case": "case_000",
+        "fold": fold,
+    }
     assert sorted(t["fold"] for t in dl["training"]) == [0, 0, 1, 1, 2, 3, 4]
     assert [t["case"] for t in dl["test"]] == ["new_000", "new_001"] and "label" not in dl["test"][0]
     assert dl["orientations"] == {"RAS": 7} and dl["spacing_range_mm"] == {"min": [1.0] * 3, "max": [1.0] * 3}
@@ -207,8 +234,11 @@ def test_folder_refuses_overwrite_and_bad_layout(make_folder, tmp_path: Path) ->
 
 def test_check_labels_finds_values_outside_the_table(make_folder) -> None:
     root = make_folder(n=3)
-    with pytest.raises(UserInputError, match=r"case_000\.nii\.gz contains values \[2\] that are not in the label "
-                                             r"table \[0, 1\]; fix the label file or give the full label table"):
+    with pytest.raises(
+        UserInputError,
+        match=r"case_000\.nii\.gz contains values \[2\] that are not in the label "
+        r"table \[0, 1\]; fix the label file or give the full label table",
+    ):
         prepare_folder(root, labels={1: "organ"}, check_labels=True, progress=False)
 
 
@@ -226,7 +256,8 @@ def test_msd_prostate_synthetic(tmp_path: Path, caplog: pytest.LogCaptureFixture
     task = tmp_path / "Task05_Prostate"
     assert res.path == task / "datalist.json"
     dl = res.datalist
-    assert dl["channels"] == ["T2", "ADC"] and dl["labels"] == {"0": "background", "1": "PZ", "2": "TZ"}
+    # label names and channels come from the prostate protocol (dataset.json says "PZ"/"TZ": same values)
+    assert dl["channels"] == ["T2", "ADC"] and dl["labels"] == PROSTATE_LABELS and dl["protocol"] == "prostate"
     assert dl["fold_seed"] == 20240725 and "model-zoo#766" in dl["description"] and "orientation_note" in dl
     assert dl["training"][0]["image"] == "imagesTr/prostate_00.nii.gz"  # "./" prefix normalised
     assert [v["case"] for v in dl["validation"]] == [t["case"] for t in dl["training"] if t["fold"] == 0]
@@ -269,13 +300,13 @@ def test_msd_prostate_real_labels(shared_data: Path, tmp_path: Path) -> None:
     for item in meta["training"]:
         name = Path(item["label"]).name
         os.symlink(src / name, task / "labelsTr" / name)
-        lab = nib.load(src / name)
+        lab: Any = nib.load(src / name)  # a Nifti1Image
         img = nib.Nifti1Image(np.zeros((*lab.shape, 2), np.uint8), lab.affine)
         img.header.set_zooms((*lab.header.get_zooms()[:3], 1.0))
         nib.save(img, task / "imagesTr" / name)
     res = prepare_msd_prostate(task, check_labels=True, progress=False)
     assert res.summary.num_training == 8 and res.summary.fold_sizes == [2, 2, 2, 1, 1]
-    assert res.datalist["labels"] == {"0": "background", "1": "PZ", "2": "TZ"}
+    assert res.datalist["labels"] == PROSTATE_LABELS
     assert 0.5 < res.summary.spacing_min[0] < 0.7 and 2.9 < res.summary.spacing_max[2] < 4.1
     first = min(Path(i["label"]).name for i in meta["training"])
     assert res.datalist["training"][0]["label"] == f"labelsTr/{first}"  # symlinks kept as laid out
@@ -289,7 +320,8 @@ def test_feta(tmp_path: Path) -> None:
     dl = res.datalist
     assert res.path == tmp_path / "feta_2.1" / "datalist.json"
     assert dl["num_classes"] == 8 and dl["labels"]["1"] == "external cerebrospinal fluid"
-    assert dl["labels"]["7"] == "brainstem" and dl["channels"] == ["T2"]
+    assert dl["labels"]["7"] == "brainstem" and dl["channels"] == ["T2"] and dl["protocol"] == "feta"
+    assert dl["labels"] == get_protocol("feta")["labels"]
     assert [t["case"] for t in dl["training"]][:2] == ["sub-001_rec-mial", "sub-002_rec-irtk"]
     assert dl["training"][1]["label"] == "sub-002/anat/sub-002_rec-irtk_dseg.nii.gz"
     assert dl["participants"]["sub-003"]["Pathology"] == "Neurotypical"
@@ -319,35 +351,76 @@ def test_synapse_transunet_split_and_protocols(tmp_path: Path) -> None:
     dl = res.datalist
     assert res.path == tmp_path / "datalist.json"
     assert [v["case"] for v in dl["validation"]] == [
-        "case0001", "case0002", "case0003", "case0004", "case0008", "case0022",
-        "case0025", "case0029", "case0032", "case0035", "case0036", "case0038",
+        "case0001",
+        "case0002",
+        "case0003",
+        "case0004",
+        "case0008",
+        "case0022",
+        "case0025",
+        "case0029",
+        "case0032",
+        "case0035",
+        "case0036",
+        "case0038",
     ]
     assert [t["case"] for t in dl["training"]] == [
-        "case0005", "case0006", "case0007", "case0009", "case0010", "case0021", "case0023", "case0024", "case0026",
-        "case0027", "case0028", "case0030", "case0031", "case0033", "case0034", "case0037", "case0039", "case0040",
+        "case0005",
+        "case0006",
+        "case0007",
+        "case0009",
+        "case0010",
+        "case0021",
+        "case0023",
+        "case0024",
+        "case0026",
+        "case0027",
+        "case0028",
+        "case0030",
+        "case0031",
+        "case0033",
+        "case0034",
+        "case0037",
+        "case0039",
+        "case0040",
     ]
     assert res.summary.fold_sizes == [4, 4, 4, 3, 3] and "fold" not in dl["validation"][0]
     assert dl["label_protocol"] == "13" and dl["num_classes"] == 14 and "label_map" not in dl
+    assert dl["protocol"] == "synapse13" and dl["labels"] == get_protocol("synapse13")["labels"]
     assert dl["labels"]["10"] == "portal and splenic veins" and dl["labels"]["13"] == "left adrenal gland"
-    assert dl["validation"][0] == {"image": "RawData/Training/img/img0001.nii.gz",
-                                   "label": "RawData/Training/label/label0001.nii.gz", "case": "case0001"}
+    assert dl["validation"][0] == {
+        "image": "RawData/Training/img/img0001.nii.gz",
+        "label": "RawData/Training/label/label0001.nii.gz",
+        "case": "case0001",
+    }
     assert [t["case"] for t in dl["test"]] == ["test0061", "test0062"]
     train, val = load_datalist(res.path, fold=None)
     assert len(train) == 18 and len(val) == 12
 
     res8 = prepare_synapse(tmp_path / "RawData", tmp_path / "dl8.json", progress=False)  # default: 8 organs
     dl8 = res8.datalist
-    assert dl8["label_protocol"] == "8" and dl8["num_classes"] == 9
-    assert dl8["labels"] == {"0": "background", "1": "aorta", "2": "gallbladder", "3": "left kidney",
-                             "4": "right kidney", "5": "liver", "6": "pancreas", "7": "spleen", "8": "stomach"}
+    assert dl8["label_protocol"] == "8" and dl8["num_classes"] == 9 and dl8["protocol"] == "synapse"
+    assert dl8["labels"] == {
+        "0": "background",
+        "1": "aorta",
+        "2": "gallbladder",
+        "3": "left kidney",
+        "4": "right kidney",
+        "5": "liver",
+        "6": "pancreas",
+        "7": "spleen",
+        "8": "stomach",
+    }
     # every kept organ keeps its name through the map; dropped organs go to background
     for orig, new in dl8["label_map"].items():
         if new:
             assert dl8["original_labels"][orig] == dl8["labels"][str(new)]
-    assert sorted(k for k, v in SYNAPSE_8_LABEL_MAP.items() if v == 0) == ["0", "10", "12", "13", "5", "9"]
+    assert sorted(k for k, v in dl8["label_map"].items() if v == 0) == ["0", "10", "12", "13", "5", "9"]
     assert dl8["training"][0]["image"] == "RawData/Training/img/img0005.nii.gz"
     # the map drives MONAI's MapLabelValued: BTCV values 0..13 -> 8-organ values
-    orig, target = label_mapping(res8.path)
+    mapping = label_mapping(res8.path)
+    assert mapping is not None
+    orig, target = mapping
     out = MapLabelValued("label", orig, target)({"label": np.arange(14)[None]})["label"]
     assert np.asarray(out).ravel().tolist() == [0, 7, 4, 3, 2, 0, 5, 8, 1, 0, 0, 6, 0, 0]
 
@@ -363,8 +436,20 @@ def test_synapse_missing_cases(tmp_path: Path) -> None:
     assert f"image {train / 'img' / 'img0005.nii.gz'} has no label {train / 'label' / 'label0005.nii.gz'}" in msg
     assert f"label {train / 'label' / 'label0008.nii.gz'} has no image img0008" in msg
     assert "2 of the 30 BTCV training cases of the TransUNet split are missing" in msg and "img0008, img0040" in msg
-    assert set(SYNAPSE_TEST_CASES) == {"0001", "0002", "0003", "0004", "0008", "0022", "0025", "0029", "0032",
-                                       "0035", "0036", "0038"}
+    assert set(SYNAPSE_TEST_CASES) == {
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0008",
+        "0022",
+        "0025",
+        "0029",
+        "0032",
+        "0035",
+        "0036",
+        "0038",
+    }
     with pytest.raises(UserInputError, match=r"label protocol must be '13' or '8'"):
         prepare_synapse(tmp_path, label_protocol="9", progress=False)
     shutil.rmtree(tmp_path / "RawData")
@@ -372,12 +457,17 @@ def test_synapse_missing_cases(tmp_path: Path) -> None:
         prepare_synapse(tmp_path, progress=False)
 
 
-def test_synapse_8_organ_map_matches_the_transform_protocol() -> None:
-    """The datalist's 8-organ table/map and the Synapse training protocol (transforms/synapse.json) must agree."""
-    from ultralight3d.data.prepare import SYNAPSE_LABELS_8
-    from ultralight3d.transforms import get_protocol
-
-    proto = get_protocol("synapse")
-    assert {str(k): v for k, v in proto["labels"].items()} == SYNAPSE_LABELS_8
-    proto_map = {str(k): int(v) for k, v in (proto.get("label_map") or {}).items() if not str(k).startswith("_")}
-    assert proto_map == {k: v for k, v in SYNAPSE_8_LABEL_MAP.items() if k != "0"}  # ours also lists 0 -> 0
+def test_synapse_tables_come_from_the_transform_protocols() -> None:
+    """The datalist's 8-organ table/map are synapse.json's; the 13 original organs are synapse13.json's, which differs
+    from synapse.json only in its name, description, labels and (absent) label map."""
+    proto8, proto13 = get_protocol("synapse"), get_protocol("synapse13")
+    proto_map = {str(k): int(v) for k, v in (proto8.get("label_map") or {}).items() if not str(k).startswith("_")}
+    full = synapse_label_map("synapse")
+    assert full == {"0": 0, **proto_map} and list(full) == [str(v) for v in range(14)]  # every original value listed
+    assert set(full) == set(proto13["labels"]) and set(full.values()) <= {int(k) for k in proto8["labels"]}
+    for orig, new in full.items():  # every kept organ keeps its name through the map
+        if new:
+            assert proto13["labels"][orig] == proto8["labels"][str(new)]
+    assert synapse_label_map("synapse13") is None and proto13["num_classes"] == 14
+    differ = {k for k in proto8 if proto8[k] != proto13[k]}
+    assert set(proto8) == set(proto13) and differ == {"name", "description", "labels", "label_map", "num_classes"}

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ultralight3d.data import load_datalist
-from ultralight3d.data.prepare import prepare_folder
+from ultralight3d.data import load_datalist, prepare_folder
 from ultralight3d.errors import UserInputError
 
 pytestmark = pytest.mark.data
@@ -22,7 +21,7 @@ def _link(src: Path, dst: Path) -> None:
 def test_chaos_t2_as_generic_folder(shared_data: Path, tmp_path: Path) -> None:
     src = shared_data / "chaos_t2"
     root = tmp_path / "CHAOS"
-    ids = sorted(p.name[len("image_"): -len(".nii.gz")] for p in src.glob("image_*.nii.gz"))
+    ids = sorted(p.name[len("image_") : -len(".nii.gz")] for p in src.glob("image_*.nii.gz"))
     for i in ids:
         _link(src / f"image_{i}.nii.gz", root / "imagesTr" / f"chaos_{int(i):02d}.nii.gz")
         _link(src / f"label_{i}.nii.gz", root / "labelsTr" / f"chaos_{int(i):02d}.nii.gz")
@@ -37,8 +36,9 @@ def test_chaos_t2_as_generic_folder(shared_data: Path, tmp_path: Path) -> None:
     assert len(train) == 8 and all(Path(c["label"]).is_file() for c in train + val)
     # check_labels catches values outside a too-small label table on real labels
     with pytest.raises(UserInputError, match=r"chaos_\d\d\.nii\.gz contains values \[4\] that are not in the label"):
-        prepare_folder(root, tmp_path / "x.json", labels={1: "liver", 2: "rk", 3: "lk"}, check_labels=True,
-                       progress=False)
+        prepare_folder(
+            root, tmp_path / "x.json", labels={1: "liver", 2: "rk", 3: "lk"}, check_labels=True, progress=False
+        )
 
 
 def test_prostatex_label_header_mismatch_is_caught(shared_data: Path, tmp_path: Path) -> None:

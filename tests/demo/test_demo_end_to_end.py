@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image as mpimg
 import nibabel as nib
@@ -27,13 +28,20 @@ def test_demo_outputs_and_dice(demo_run):
     assert stdout.strip().splitlines()[-1] == f"Demo finished: everything is in {out}"
     case = "phantom_006"  # the one held-out case after 6 training cases
     seg = out / "predictions" / f"{case}_seg.nii.gz"
-    for path in (seg, out / "predictions" / f"{case}.seg.nrrd", out / "model" / "model.pt", out / "report.md",
-                 out / "run" / "training_log.csv", out / "run" / "validation_log.csv", out / "data" / "datalist.json",
-                 out / "evaluation" / "metrics_per_case.csv"):
+    for path in (
+        seg,
+        out / "predictions" / f"{case}.seg.nrrd",
+        out / "model" / "model.pt",
+        out / "report.md",
+        out / "run" / "training_log.csv",
+        out / "run" / "validation_log.csv",
+        out / "data" / "datalist.json",
+        out / "evaluation" / "metrics_per_case.csv",
+    ):
         assert path.is_file(), path
     # the segmentation lies on the input grid
-    img = nib.load(out / "data" / "imagesTs" / f"{case}.nii.gz")
-    pred = nib.load(seg)
+    img: Any = nib.load(out / "data" / "imagesTs" / f"{case}.nii.gz")  # Nifti1Image
+    pred: Any = nib.load(seg)
     assert pred.shape == img.shape and np.allclose(pred.affine, img.affine)
     # Slicer gets named segments
     import slicerio
@@ -48,8 +56,11 @@ def test_demo_outputs_and_dice(demo_run):
     report = (out / "report.md").read_text()
     assert "| 1 liver |" in report and "predictions/phantom_006.seg.nrrd" in report
     assert f"mean Dice {mean_dice:.3f}" in stdout
-    for png, size in ((out / "demo_overlay.png", (460, 1200)), (out / "training_curves.png", (450, 1200)),
-                      (out / "predictions" / f"{case}_preview.png", None)):
+    for png, size in (
+        (out / "demo_overlay.png", (460, 1200)),
+        (out / "training_curves.png", (450, 1200)),
+        (out / "predictions" / f"{case}_preview.png", None),
+    ):
         arr = mpimg.imread(png)
         if size:
             assert arr.shape[:2] == size

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from ultralight3d.demo import (
+from ultralight3d.data.phantom import (
     PHANTOM_LABELS,
     PHANTOM_SHAPE,
     PHANTOM_SPACING,
@@ -52,8 +53,8 @@ def test_dataset_layout_and_overwrite(tmp_path):
     assert meta["labels"] == {str(k): v for k, v in PHANTOM_LABELS.items()}
     assert [t["image"] for t in meta["training"]] == [f"./imagesTr/phantom_00{i}.nii.gz" for i in range(3)]
     assert meta["test"] == ["./imagesTs/phantom_003.nii.gz"]
-    img = nib.load(tmp_path / "ds" / "imagesTr" / "phantom_000.nii.gz")
-    lab = nib.load(tmp_path / "ds" / "labelsTr" / "phantom_000.nii.gz")
+    img: Any = nib.load(tmp_path / "ds" / "imagesTr" / "phantom_000.nii.gz")  # Nifti1Image
+    lab: Any = nib.load(tmp_path / "ds" / "labelsTr" / "phantom_000.nii.gz")
     assert np.allclose(img.affine, lab.affine) and img.header["qform_code"] == 1 and img.header["sform_code"] == 1
     assert np.array_equal(np.asarray(img.dataobj), make_phantom_case(5000)[0])
     assert (tmp_path / "ds" / "labelsTs" / "phantom_003.nii.gz").is_file()

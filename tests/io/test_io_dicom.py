@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from ultralight3d.errors import UserInputError
-from ultralight3d.io import discover_cases, load_case, read_dicom_folder, read_series, scan_dicom
+from ultralight3d.io import DicomSeries, discover_cases, load_case, read_dicom_folder, read_series, scan_dicom
 
 pytestmark = pytest.mark.data
 
@@ -39,8 +39,11 @@ def test_scan_groups_series_and_sorts_slices(prostatex):
 
 def test_missing_slice_is_reported(prostatex):
     folder = prostatex / "ProstateX-missing-slice"
-    with pytest.raises(UserInputError, match=r"DICOM series .* is missing 1 slice\(s\) between 1-07\.dcm and "
-                                             r"1-05\.dcm .*re-export the complete series"):
+    with pytest.raises(
+        UserInputError,
+        match=r"DICOM series .* is missing 1 slice\(s\) between 1-07\.dcm and "
+        r"1-05\.dcm .*re-export the complete series",
+    ):
         read_dicom_folder(folder)
     # through predict-style discovery the error surfaces when the case is loaded
     (case,) = discover_cases(folder)
@@ -79,8 +82,11 @@ def test_ambiguous_series_are_listed(prostatex):
     by_id = {c.case_id: c for c in cases}
     assert set(by_id) == {"ProstateX-0000", "ProstateX-0001"}
     assert by_id["ProstateX-0000"].error is None
-    assert [s.description for s in by_id["ProstateX-0000"].sources] == ["t2_tse_tra", "ep2d_diff_tra_DYNDIST_ADC"]
+    sources = by_id["ProstateX-0000"].sources
+    assert all(isinstance(s, DicomSeries) for s in sources)
+    assert [s.description for s in sources if isinstance(s, DicomSeries)] == ["t2_tse_tra", "ep2d_diff_tra_DYNDIST_ADC"]
     err = by_id["ProstateX-0001"].error
+    assert err is not None
     assert "several series match channel 'T2'; pass --channel T2=SERIES_UID" in err
     assert err.count("'t2_tse_tra'") == 2 and "1.3.6.1.4.1.14519.5.2.1.7311.5101.296510477295449267377313817541" in err
     # a folder with several series for a single-channel bundle lists them too
@@ -92,7 +98,8 @@ def test_channel_by_series_uid(prostatex):
     uid = "1.3.6.1.4.1.14519.5.2.1.7311.5101.296510477295449267377313817541"
     adc = next((prostatex / "ProstateX" / "ProstateX-0001").rglob("*ADC*"))
     (case,) = discover_cases(prostatex / "ProstateX", ["T2", "ADC"], {"T2": uid, "ADC": str(adc)})
-    assert case.case_id == "ProstateX-0001" and case.sources[0].uid == uid
+    first = case.sources[0]
+    assert case.case_id == "ProstateX-0001" and isinstance(first, DicomSeries) and first.uid == uid
     img = load_case(case, ["T2", "ADC"])
     assert img.array.shape == (2, 384, 384, 19)
     assert img.array[1].max() > 0  # ADC resampled onto the T2 grid

@@ -14,8 +14,9 @@ from ultralight3d.io import CaseSpec, check_image, discover_cases, load_case, pa
 
 def _oblique_affine(spacing=(0.8, 1.5, 3.0), angle=0.4, origin=(10.0, -20.0, 5.0)) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)],
-                                                                    [0, np.sin(0.3), np.cos(0.3)]])
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.array(
+        [[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]]
+    )
     aff = np.eye(4)
     aff[:3, :3] = rot @ np.diag(spacing)
     aff[:3, 3] = origin
@@ -37,10 +38,26 @@ def test_nrrd_lps_and_ras_spaces_give_same_ras_affine(tmp_path):
     aff = _oblique_affine()
     vol = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
     lps = np.diag([-1.0, -1, 1, 1]) @ aff
-    nrrd.write(str(tmp_path / "lps.nrrd"), vol, {"space": "left-posterior-superior", "space directions": lps[:3, :3].T,
-                                               "space origin": lps[:3, 3], "kinds": ["domain"] * 3})
-    nrrd.write(str(tmp_path / "ras.nrrd"), vol, {"space": "right-anterior-superior", "space directions": aff[:3, :3].T,
-                                               "space origin": aff[:3, 3], "kinds": ["domain"] * 3})
+    nrrd.write(
+        str(tmp_path / "lps.nrrd"),
+        vol,
+        {
+            "space": "left-posterior-superior",
+            "space directions": lps[:3, :3].T,
+            "space origin": lps[:3, 3],
+            "kinds": ["domain"] * 3,
+        },
+    )
+    nrrd.write(
+        str(tmp_path / "ras.nrrd"),
+        vol,
+        {
+            "space": "right-anterior-superior",
+            "space directions": aff[:3, :3].T,
+            "space origin": aff[:3, 3],
+            "kinds": ["domain"] * 3,
+        },
+    )
     for name in ("lps.nrrd", "ras.nrrd"):
         img = read_image(tmp_path / name)
         np.testing.assert_allclose(img.affine, aff, atol=1e-5, err_msg=name)
@@ -104,8 +121,11 @@ def test_4d_where_3d_expected(tmp_path):
 
 def test_wrong_channel_count(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), tmp_path / "mp.nii.gz")
-    with pytest.raises(UserInputError, match=r"mp\.nii\.gz has 3 channel\(s\) but the bundle expects 2 \(T2, ADC\); "
-                                             r"give one image per channel with --channel"):
+    with pytest.raises(
+        UserInputError,
+        match=r"mp\.nii\.gz has 3 channel\(s\) but the bundle expects 2 \(T2, ADC\); "
+        r"give one image per channel with --channel",
+    ):
         check_image(read_image(tmp_path / "mp.nii.gz"), expected_channels=2, channel_names=["T2", "ADC"])
     # a 4D (channel-last, MSD style) file with the right count is accepted
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 2), np.float32), np.eye(4)), tmp_path / "msd.nii.gz")
@@ -128,8 +148,11 @@ def test_non_orthonormal_direction(tmp_path):
     img = nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), aff)
     img.set_sform(aff, code=1)
     nib.save(img, tmp_path / "shear.nii.gz")
-    with pytest.raises(UserInputError, match=r"shear\.nii\.gz has a non-orthonormal \(sheared\) direction matrix.*"
-                                             r"resample it onto an orthonormal grid"):
+    with pytest.raises(
+        UserInputError,
+        match=r"shear\.nii\.gz has a non-orthonormal \(sheared\) direction matrix.*"
+        r"resample it onto an orthonormal grid",
+    ):
         check_image(read_image(tmp_path / "shear.nii.gz"), expected_channels=1)
 
 
@@ -150,8 +173,9 @@ def test_multichannel_resampled_onto_first_grid(tmp_path):
     np.testing.assert_allclose(img.array[1, 6, 5, 3], 3.0, atol=1e-5)
     np.testing.assert_allclose(img.array[1, 7, 5, 3], 3.5, atol=1e-5)
     # the same case given channel by channel
-    (explicit,) = discover_cases(None, ["T2", "ADC"], {"T2": str(tmp_path / "c_0000.nii.gz"),
-                                                       "ADC": str(tmp_path / "c_0001.nii.gz")})
+    (explicit,) = discover_cases(
+        None, ["T2", "ADC"], {"T2": str(tmp_path / "c_0000.nii.gz"), "ADC": str(tmp_path / "c_0001.nii.gz")}
+    )
     assert explicit.case_id == "c"  # nnU-Net channel suffix dropped
     np.testing.assert_array_equal(load_case(explicit, ["T2", "ADC"]).array, img.array)
 

@@ -29,7 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "total-variation knee (XTinyU-Net rule adapted to 3D). Prints the table, saves the curve (PNG), the "
         "results (JSON) and a bundle override for the chosen width.",
     )
-    p.add_argument("--images", type=Path, required=True, help="folder of unlabeled volumes (.nii.gz/.nrrd/.mha)")
+    from ..io.files import IMAGE_SUFFIXES
+
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help=f"folder of unlabeled volumes ({'/'.join(IMAGE_SUFFIXES)}; hidden files skipped)",
+    )
     p.add_argument("--pattern", default="*", help="glob inside --images, e.g. '*/srr.nii.gz' (default '*')")
     p.add_argument("--reference", default="ultralight_unet3d_m", help="variant whose widths are capped (default M)")
     p.add_argument("--out-channels", type=int, default=2, help="output classes of the candidates (default 2)")
@@ -48,8 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from ..width_selection import select_width
 
     out = args.output_dir
-    files = {k: out / n for k, n in (("json", "width_selection.json"), ("png", "width_curve.png"),
-                                      ("override", "network_override.json"))}
+    files = {
+        k: out / n
+        for k, n in (
+            ("json", "width_selection.json"),
+            ("png", "width_curve.png"),
+            ("override", "network_override.json"),
+        )
+    }
     for path in files.values():  # fail before the (long) scan, not after
         check_writable(path, args.overwrite)
     t0 = time.perf_counter()
@@ -67,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     print(result.table())
     sel = result.selected
-    print(f"\nselected: cap {sel.cap}, channels {sel.channels}, {sel.params:,} parameters "
-          f"({result.num_images} image(s), crop {result.crop}, {elapsed:.0f} s)")
+    print(
+        f"\nselected: cap {sel.cap}, channels {sel.channels}, {sel.params:,} parameters "
+        f"({result.num_images} image(s), crop {result.crop}, {elapsed:.0f} s)"
+    )
     print("create_model config: " + json.dumps(result.model_config()))
     result.save_json(files["json"], overwrite=args.overwrite)
     result.save_plot(files["png"], overwrite=args.overwrite)
@@ -76,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     with atomic_path(files["override"], overwrite=args.overwrite) as tmp:
         tmp.write_text(json.dumps(result.bundle_override(), indent=2) + "\n")
-    print(f"results: {files['json']}\ncurve:   {files['png']}\nbundle override: {files['override']} "
-          f"(merge it after train.json: --config_file \"['configs/train.json','{files['override']}']\")")
+    print(
+        f"results: {files['json']}\ncurve:   {files['png']}\nbundle override: {files['override']} "
+        f"(merge it after train.json: --config_file \"['configs/train.json','{files['override']}']\")"
+    )
     return 0

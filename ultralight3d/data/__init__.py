@@ -1,21 +1,48 @@
-"""Dataset preparation: the datalist contract read by bundles, preparers for public datasets, downloads.
+"""Dataset preparation: the datalist contract read by bundles, preparers for public datasets, downloads, phantoms.
 
-``load_datalist`` and friends import nothing heavy; the preparers (``ultralight3d.data.prepare``) and downloads
-(``ultralight3d.data.download``) are imported on first use.
+Modules::
+
+    datalist      the datalist contract (load_datalist, datalist_config, label_mapping) and the folds (assign_folds)
+    common        Case, protocol tables (labels/channels from transforms/<protocol>.json), JSON/path helpers
+    checks        header checks (missing/duplicate files, grids, channels) and voxel checks (NaN/inf, label values)
+    finish        the shared tail of every preparer: checks, folds, datalist JSON, summary
+    msd_prostate  prepare_msd_prostate      feta     prepare_feta
+    synapse       prepare_synapse           folder   prepare_folder
+    download      download_msd_prostate     phantom  make_phantom_case, generate_phantom_dataset
+
+``load_datalist`` and friends import nothing heavy; the preparers, downloads and phantoms are imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .datalist import NUM_FOLDS, label_mapping, load_datalist, load_section, read_datalist_json, resolve_item
+from .datalist import (
+    FOLD_SEED,
+    NUM_FOLDS,
+    assign_folds,
+    datalist_config,
+    label_mapping,
+    load_datalist,
+    load_section,
+    read_datalist_json,
+    resolve_item,
+)
 
 __all__ = [
+    "FOLD_SEED",
     "NUM_FOLDS",
+    "DatasetSummary",
+    "PrepareResult",
+    "assign_folds",
+    "datalist_config",
     "download_msd_prostate",
+    "format_summary",
+    "generate_phantom_dataset",
     "label_mapping",
     "load_datalist",
     "load_section",
+    "make_phantom_case",
     "prepare_feta",
     "prepare_folder",
     "prepare_msd_prostate",
@@ -25,11 +52,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    "prepare_feta": "prepare",
-    "prepare_folder": "prepare",
-    "prepare_msd_prostate": "prepare",
-    "prepare_synapse": "prepare",
+    "DatasetSummary": "finish",
+    "PrepareResult": "finish",
+    "format_summary": "finish",
+    "prepare_feta": "feta",
+    "prepare_folder": "folder",
+    "prepare_msd_prostate": "msd_prostate",
+    "prepare_synapse": "synapse",
     "download_msd_prostate": "download",
+    "generate_phantom_dataset": "phantom",
+    "make_phantom_case": "phantom",
 }
 
 

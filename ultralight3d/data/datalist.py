@@ -2,27 +2,71 @@
 
 Layout (paths relative to the folder holding the JSON; ``image`` may be a list of files, one per channel)::
 
-    {"name": str, "description": str, "labels": {"0": "background", "1": "...", ...}, "channels": ["T2", "ADC"],
+    {"name": str, "description": str,
+     "protocol": "generic",                     # transform protocol (transforms/<protocol>.json) the data are for
+     "labels": {"0": "background", "1": "...", ...}, "num_classes": int,   # class table, max value + 1
+     "channels": ["T2", "ADC"], "in_channels": 2,
+     "modality": {"0": "T2", "1": "ADC"},       # MSD spelling of the channel names
+     "label_map": {"0": 0, "1": 7, ...},        # optional: original label value -> training value (Synapse 8-organ)
+     "num_folds": 5, "fold_seed": 20240725, "fold_method": str,
      "training": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz", "fold": 0, "case": "a"}, ...],
      "validation": [...],                       # optional fixed held-out set
      "test": [{"image": "imagesTs/b.nii.gz", "case": "b"}, ...]}
 
-MONAI's :func:`monai.data.load_decathlon_datalist` reads it as it is.
+MONAI's :func:`monai.data.load_decathlon_datalist` reads it as it is; :func:`datalist_config` returns the keys a
+bundle configures itself from. Folds are the same for every user (:func:`assign_folds`): case (or subject) ids are
+sorted, shuffled with ``random.Random(FOLD_SEED)`` and dealt round-robin; the seed and the method are recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["NUM_FOLDS", "label_mapping", "load_datalist", "load_section", "read_datalist_json", "resolve_item"]
+__all__ = [
+    "CONFIG_KEYS",
+    "FOLD_METHOD",
+    "FOLD_SEED",
+    "NUM_FOLDS",
+    "assign_folds",
+    "datalist_config",
+    "label_mapping",
+    "load_datalist",
+    "load_section",
+    "read_datalist_json",
+    "resolve_item",
+]
 
+#: Default number of cross-validation folds.
 NUM_FOLDS = 5
+#: Default fold shuffle seed (keep it to get the same folds as everyone else).
+FOLD_SEED = 20240725
+FOLD_METHOD = "sorted group ids, random.Random(fold_seed).shuffle, dealt round-robin into num_folds folds"
+#: Datalist keys a bundle configures itself from (see :func:`datalist_config`).
+CONFIG_KEYS = ("protocol", "labels", "num_classes", "channels", "in_channels", "label_map")
 _PATH_KEYS = ("image", "label")
+
+
+def assign_folds(groups: Iterable[str], num_folds: int = NUM_FOLDS, seed: int = FOLD_SEED) -> dict[str, int]:
+    """Deterministic fold per group id: sorted, shuffled with ``random.Random(seed)``, dealt round-robin.
+
+    Args:
+        groups: case or subject ids (repeats allowed: cases of one subject share a fold).
+        num_folds: number of folds.
+        seed: shuffle seed, recorded in the datalist.
+
+    Returns:
+        ``{group: fold}`` with folds in ``0..num_folds-1`` whose sizes differ by at most one.
+    """
+    unique = sorted(set(groups))
+    random.Random(seed).shuffle(unique)
+    return {g: i % num_folds for i, g in enumerate(unique)}
 
 
 def read_datalist_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -184,3 +228,35 @@ def label_mapping(datalist: str | os.PathLike | dict[str, Any]) -> tuple[list[in
         return None
     pairs = sorted((int(k), int(v)) for k, v in mapping.items())
     return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def datalist_config(datalist: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
+    """What a bundle needs from a datalist written by ``ultralight3d prepare``: :data:`CONFIG_KEYS`.
+
+    Returns:
+        ``{"protocol": str | None, "labels": {"0": "background", ...}, "num_classes": int, "channels": [str],
+        "in_channels": int, "label_map": {str: int} | None}``; for older datalists without ``num_classes`` /
+        ``channels`` / ``in_channels`` these are derived from ``labels`` / ``modality``.
+
+    Raises:
+        UserInputError: missing/invalid datalist, or one without a ``labels`` table.
+    """
+    data = datalist if isinstance(datalist, dict) else read_datalist_json(datalist)
+    labels = data.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise UserInputError(
+            "the datalist has no 'labels' table; recreate it with `ultralight3d prepare ... --overwrite`"
+        )
+    labels = {str(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    channels = data.get("channels")
+    if not channels:
+        modality = data.get("modality") or {"0": "image"}
+        channels = [str(modality[k]) for k in sorted(modality, key=int)]
+    return {
+        "protocol": data.get("protocol"),
+        "labels": labels,
+        "num_classes": int(data.get("num_classes") or max(int(k) for k in labels) + 1),
+        "channels": [str(c) for c in channels],
+        "in_channels": int(data.get("in_channels") or len(channels)),
+        "label_map": data.get("label_map") or None,
+    }

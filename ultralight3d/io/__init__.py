@@ -1,38 +1,73 @@
-"""Input side of inference: image readers, DICOM series discovery/validation, case discovery and input checks."""
+"""Input side: file-name facts, voxel grids, image readers, DICOM series discovery/validation, cases and input checks.
+
+Layering (each module imports only those above it)::
+
+    files     IMAGE_SUFFIXES, is_image_file, strip_image_suffix, NNUNET_CHANNEL_RE / split_channel
+    geometry  ImageGeometry, read_geometry, GRID_TOLERANCE, grid_mismatch / same_grid, RAS<->LPS
+    volume    ImageData, sitk_image_to_data, nonfinite_count
+    dicom     scan_dicom, validate_series, read_series, read_dicom_folder
+    image     read_image, check_image
+    cases     discover_cases, load_case, parse_channel_args
+"""
 
 from __future__ import annotations
 
 from .cases import CaseSpec, discover_cases, load_case, parse_channel_args
 from .dicom import DicomSeries, read_dicom_folder, read_series, scan_dicom, validate_series
-from .image import (
+from .files import (
     IMAGE_SUFFIXES,
-    ImageData,
-    affine_to_lps,
-    check_image,
-    check_orthonormal,
+    NNUNET_CHANNEL_RE,
+    SEG_NRRD_SUFFIX,
+    channel_file_name,
+    is_hidden,
     is_image_file,
-    read_image,
-    sitk_to_ras,
+    list_image_files,
+    split_channel,
     strip_image_suffix,
 )
+from .geometry import (
+    GRID_TOLERANCE,
+    ImageGeometry,
+    affine_to_lps,
+    check_orthonormal,
+    grid_mismatch,
+    read_geometry,
+    same_grid,
+    sitk_to_ras,
+)
+from .image import check_image, read_image
+from .volume import ImageData, nonfinite_count, sitk_image_to_data
 
 __all__ = [
+    "GRID_TOLERANCE",
     "IMAGE_SUFFIXES",
+    "NNUNET_CHANNEL_RE",
+    "SEG_NRRD_SUFFIX",
     "CaseSpec",
     "DicomSeries",
     "ImageData",
+    "ImageGeometry",
     "affine_to_lps",
+    "channel_file_name",
     "check_image",
     "check_orthonormal",
     "discover_cases",
+    "grid_mismatch",
+    "is_hidden",
     "is_image_file",
+    "list_image_files",
     "load_case",
+    "nonfinite_count",
     "parse_channel_args",
     "read_dicom_folder",
+    "read_geometry",
     "read_image",
     "read_series",
+    "same_grid",
     "scan_dicom",
+    "sitk_image_to_data",
     "sitk_to_ras",
+    "split_channel",
     "strip_image_suffix",
     "validate_series",
 ]

@@ -11,17 +11,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from ..errors import UserInputError
 from .dicom import DicomSeries, format_series_list, read_series, scan_dicom
-from .image import ImageData, check_image, is_image_file, read_image, strip_image_suffix
+from .files import channel_file_name, is_image_file, list_image_files, split_channel, strip_image_suffix
+from .geometry import same_grid
+from .image import check_image, read_image
+from .volume import ImageData
 
 __all__ = ["Source", "CaseSpec", "discover_cases", "load_case", "parse_channel_args"]
 
-Source = Union[Path, DicomSeries]
+Source = Path | DicomSeries
 
 
 @dataclass
@@ -50,7 +52,8 @@ def parse_channel_args(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         if "=" not in item:
             raise UserInputError(
-                f"--channel {item!r} must look like NAME=FILE_OR_FOLDER_OR_SERIESUID (e.g. T2=scan.nii.gz)")
+                f"--channel {item!r} must look like NAME=FILE_OR_FOLDER_OR_SERIESUID (e.g. T2=scan.nii.gz)"
+            )
         name, value = item.split("=", 1)
         out[name.strip()] = value.strip()
     return out
@@ -69,8 +72,11 @@ def _pick_series(candidates: list[DicomSeries], channel: str, n_channels: int, w
     matches = [s for s in candidates if key and key in _norm(s.description)]
     if len(matches) == 1:
         return matches[0]
-    hint = (f"pass --channel {channel}=SERIES_UID (or a folder holding only that series)" if n_channels > 1 or
-            channel != "image" else "pass --series SERIES_UID")
+    hint = (
+        f"pass --channel {channel}=SERIES_UID (or a folder holding only that series)"
+        if n_channels > 1 or channel != "image"
+        else "pass --series SERIES_UID"
+    )
     reason = "several series match" if matches else "no single series matches"
     listing = format_series_list(matches or candidates)
     raise UserInputError(f"{where}: {reason} channel '{channel}'; {hint}. Series found:\n{listing}")
@@ -89,8 +95,9 @@ def _dicom_cases(series: list[DicomSeries], channels: list[str], where: str) -> 
         seen[pid] = seen.get(pid, 0) + 1
         case_id = _safe_id(pid or "dicom") + (f"_{seen[pid]}" if n_studies[pid] > 1 else "")
         try:
-            sources: list[Source] = [_pick_series(members, ch, len(channels), f"{where} (patient {pid})")
-                                     for ch in channels]
+            sources: list[Source] = [
+                _pick_series(members, ch, len(channels), f"{where} (patient {pid})") for ch in channels
+            ]
             cases.append(CaseSpec(case_id, sources))
         except UserInputError as err:
             cases.append(CaseSpec(case_id, [], str(err)))
@@ -107,17 +114,21 @@ def _resolve_channel_value(value: str, input_series: list[DicomSeries] | None) -
             return found[0]
         if not found:
             raise UserInputError(
-                f"{path} holds no DICOM series; give an image file, a DICOM folder or a SeriesInstanceUID")
-        raise UserInputError(f"{path} holds {len(found)} DICOM series; give the SeriesInstanceUID instead:\n"
-                             f"{format_series_list(found)}")
+                f"{path} holds no DICOM series; give an image file, a DICOM folder or a SeriesInstanceUID"
+            )
+        raise UserInputError(
+            f"{path} holds {len(found)} DICOM series; give the SeriesInstanceUID instead:\n{format_series_list(found)}"
+        )
     if path.is_file():
         raise UserInputError(f"{path} is not a supported image file; give a NIfTI/NRRD/MHA file or a DICOM folder")
     for s in input_series or []:
         if s.uid == value:
             return s
     if re.fullmatch(r"[0-9.]+", value):
-        raise UserInputError(f"no DICOM series with SeriesInstanceUID {value} under the input folder; check the UID "
-                             "(the error for an ambiguous folder lists them)")
+        raise UserInputError(
+            f"no DICOM series with SeriesInstanceUID {value} under the input folder; check the UID "
+            "(the error for an ambiguous folder lists them)"
+        )
     raise UserInputError(f"{value} does not exist; check the path given with --channel")
 
 
@@ -147,19 +158,25 @@ def discover_cases(
     channels = list(channels or ["image"])
     path = Path(inputs) if inputs is not None else None
     if path is not None and not path.exists():
-        raise UserInputError(f"input {path} does not exist; give a NIfTI/NRRD/MHA file, a folder of them or a DICOM "
-                             "folder")
+        raise UserInputError(
+            f"input {path} does not exist; give a NIfTI/NRRD/MHA file, a folder of them or a DICOM folder"
+        )
     if channel_sources:
         unknown = [k for k in channel_sources if k not in channels]
         missing = [c for c in channels if c not in channel_sources]
         if unknown or missing:
-            raise UserInputError(f"--channel gave {sorted(channel_sources)} but the bundle's channels are {channels}; "
-                                 f"pass one --channel NAME=… for each of {channels}")
+            raise UserInputError(
+                f"--channel gave {sorted(channel_sources)} but the bundle's channels are {channels}; "
+                f"pass one --channel NAME=… for each of {channels}"
+            )
         input_series = scan_dicom(path) if path is not None and path.is_dir() else None
         sources = [_resolve_channel_value(channel_sources[c], input_series) for c in channels]
         first = sources[0]
-        case_id = (re.sub(r"_\d{4}$", "", strip_image_suffix(first)) if isinstance(first, Path) else
-                   _safe_id(first.patient_id or (path.name if path else "case")))
+        case_id = (
+            split_channel(strip_image_suffix(first))[0]
+            if isinstance(first, Path)
+            else _safe_id(first.patient_id or (path.name if path else "case"))
+        )
         return [CaseSpec(_safe_id(case_id), sources)]
     if path is None:
         raise UserInputError("no input given; pass -i FILE_OR_FOLDER or --channel NAME=… for each channel")
@@ -170,28 +187,36 @@ def discover_cases(
         series = [s for s in series if path in s.files]
         if series:
             return _dicom_cases(series, channels, str(path))
-        raise UserInputError(f"{path} is not a supported image file; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD "
-                             "file or a DICOM folder")
-    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        raise UserInputError(
+            f"{path} is not a supported image file; give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a DICOM folder"
+        )
+    files = list_image_files(path)  # hidden files (macOS ._* resource forks) are skipped
     if files:
         if len(channels) == 1:
             return [CaseSpec(_safe_id(strip_image_suffix(f)), [f]) for f in files]
         groups: dict[str, dict[int, Path]] = {}
         singles: list[Path] = []
         for f in files:
-            m = re.fullmatch(r"(.+)_(\d{4})", strip_image_suffix(f))
-            if m:
-                groups.setdefault(m.group(1), {})[int(m.group(2))] = f
+            case, channel = split_channel(strip_image_suffix(f))
+            if channel is not None:
+                groups.setdefault(case, {})[channel] = f
             else:
                 singles.append(f)
         cases = []
         for case_id, members in sorted(groups.items()):
             want = list(range(len(channels)))
             if sorted(members) != want:
-                last = f"{case_id}_{len(channels) - 1:04d}"
-                cases.append(CaseSpec(_safe_id(case_id), [], (
-                    f"{path}: case {case_id} has channel files {sorted(members)} but the bundle needs "
-                    f"{len(channels)} ({', '.join(channels)}) named {case_id}_0000 … {last}")))
+                first_name, last = channel_file_name(case_id, 0), channel_file_name(case_id, len(channels) - 1)
+                cases.append(
+                    CaseSpec(
+                        _safe_id(case_id),
+                        [],
+                        (
+                            f"{path}: case {case_id} has channel files {sorted(members)} but the bundle needs "
+                            f"{len(channels)} ({', '.join(channels)}) named {first_name} … {last}"
+                        ),
+                    )
+                )
             else:
                 cases.append(CaseSpec(_safe_id(case_id), [members[i] for i in want]))
         # files without a channel suffix: one 4D file per case (e.g. MSD imagesTs)
@@ -203,8 +228,9 @@ def discover_cases(
         if not series:
             raise UserInputError(f"{path} holds no DICOM series with SeriesInstanceUID {', '.join(series_uids)}")
     if not series:
-        raise UserInputError(f"{path} holds no NIfTI/NRRD/MHA files and no DICOM series; give a folder of images or "
-                             "DICOM files")
+        raise UserInputError(
+            f"{path} holds no NIfTI/NRRD/MHA files and no DICOM series; give a folder of images or DICOM files"
+        )
     return _dicom_cases(series, channels, str(path))
 
 
@@ -218,13 +244,17 @@ def _resample_to(moving: ImageData, ref: ImageData) -> np.ndarray:
     """Linear resampling of ``moving`` (C, X, Y, Z) onto ``ref``'s grid (world coordinates), zero outside."""
     from scipy.ndimage import map_coordinates
 
-    if moving.array.shape[1:] == ref.array.shape[1:] and np.allclose(moving.affine, ref.affine, atol=1e-4):
+    if same_grid(ref.geometry, moving.geometry):
         return moving.array
     vox = np.linalg.inv(moving.affine) @ ref.affine  # ref voxel -> moving voxel
     grid = np.indices(ref.array.shape[1:], dtype=np.float32).reshape(3, -1)
     coords = vox[:3, :3].astype(np.float32) @ grid + vox[:3, 3:4].astype(np.float32)
-    out = np.stack([map_coordinates(ch, coords, order=1, mode="constant", cval=0.0).reshape(ref.array.shape[1:])
-                    for ch in moving.array])
+    out = np.stack(
+        [
+            map_coordinates(ch, coords, order=1, mode="constant", cval=0.0).reshape(ref.array.shape[1:])
+            for ch in moving.array
+        ]
+    )
     return out.astype(np.float32)
 
 
@@ -246,7 +276,7 @@ def load_case(spec: CaseSpec, channels: list[str] | None = None) -> ImageData:
     if len(images) == 1:
         check_image(first, expected_channels=len(channels), channel_names=channels)
         return first
-    for name, img in zip(channels, images):
+    for name, img in zip(channels, images, strict=False):
         check_image(img, expected_channels=1, channel_names=[name])
     arrays = [first.array] + [_resample_to(img, first) for img in images[1:]]
     meta = dict(first.meta)
