@@ -34,8 +34,13 @@ __all__ = ["main", "time_engine"]
 RESULTS = Path(__file__).resolve().parent / "results" / "onnx_cpu.md"
 
 
-def time_engine(engine: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, roi: tuple[int, ...], repeats: int,
-                overlap: float = 0.25) -> tuple[float, torch.Tensor]:
+def time_engine(
+    engine: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    roi: tuple[int, ...],
+    repeats: int,
+    overlap: float = 0.25,
+) -> tuple[float, torch.Tensor]:
     """Median seconds of ``repeats`` sliding-window runs after one warm-up; also returns the last output."""
     with torch.no_grad():
         out = sliding_window_inference(x, roi, 1, engine, overlap=overlap)  # warm-up (and compile, if any)
@@ -103,21 +108,28 @@ def _fmt_row(r: dict) -> str:
 def _table(rows: list[dict], args: argparse.Namespace) -> str:
     import onnxruntime
 
-    head = (f"# CPU sliding-window latency: torch eager vs ONNX Runtime vs torch.compile\n\n"
-            f"Volume {'x'.join(map(str, args.size))}, ROI {args.roi}³, overlap 0.25, sw_batch_size 1, batch 1, "
-            f"{args.threads} threads, median of {args.repeats} run(s) after a warm-up. "
-            f"{platform.processor() or platform.machine()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}.\n"
-            f"Command: `python benchmarks/onnx_cpu.py {' '.join(sys.argv[1:])}`\n\n")
-    lines = ["| model | params | eager (s) | ONNX Runtime (s) | speed-up | max abs diff | torch.compile (s) | speed-up "
-             "| max abs diff | ONNX export (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        f"# CPU sliding-window latency: torch eager vs ONNX Runtime vs torch.compile\n\n"
+        f"Volume {'x'.join(map(str, args.size))}, ROI {args.roi}³, overlap 0.25, sw_batch_size 1, batch 1, "
+        f"{args.threads} threads, median of {args.repeats} run(s) after a warm-up. "
+        f"{platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}.\n"
+        f"Command: `python benchmarks/onnx_cpu.py {' '.join(sys.argv[1:])}`\n\n"
+    )
+    lines = [
+        "| model | params | eager (s) | ONNX Runtime (s) | speed-up | max abs diff | torch.compile (s) | speed-up "
+        "| max abs diff | ONNX export (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r.get("compile") is not None:
             comp = f"{r['compile']:.2f} | {r['eager'] / r['compile']:.2f}x | {r['compile_diff']:.1e}"
         else:
             comp = f"{r.get('compile_error', 'skipped')} | - | -"
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['eager']:.2f} | {r['ort']:.2f} | "
-                     f"{r['eager'] / r['ort']:.2f}x | {r['ort_diff']:.1e} | {comp} | {r['export_s']:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['eager']:.2f} | {r['ort']:.2f} | "
+            f"{r['eager'] / r['ort']:.2f}x | {r['ort_diff']:.1e} | {comp} | {r['export_s']:.1f} |"
+        )
     return head + "\n".join(lines)
 
 

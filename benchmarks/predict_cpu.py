@@ -42,11 +42,19 @@ def build_network(name: str, in_channels: int = 1, out_channels: int = 2):
         from monai.networks.nets import DynUNet
 
         strides = [[1, 1, 1]] + [[2, 2, 2]] * 4
-        return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
-                       kernel_size=[[3, 3, 3]] * 5, strides=strides, upsample_kernel_size=strides[1:],
-                       filters=[32, 64, 128, 256, 320], norm_name=("INSTANCE", {"affine": True}),
-                       act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}), deep_supervision=False,
-                       res_block=False)
+        return DynUNet(
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=[[3, 3, 3]] * 5,
+            strides=strides,
+            upsample_kernel_size=strides[1:],
+            filters=[32, 64, 128, 256, 320],
+            norm_name=("INSTANCE", {"affine": True}),
+            act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+            deep_supervision=False,
+            res_block=False,
+        )
     from ultralight3d import create_model
 
     return create_model(name, spatial_dims=3, in_channels=in_channels, out_channels=out_channels)
@@ -68,18 +76,37 @@ def worker(args: argparse.Namespace) -> None:
     net = build_network(args.worker)
     n_params = sum(p.numel() for p in net.parameters())
     rss_model = _rss_mb()
-    predictor = Predictor(net, preprocessing=build_preprocessing("generic", {}), roi_size=[args.roi] * 3,
-                          sw_batch_size=args.sw_batch_size, overlap=args.overlap, device="cpu", stitch_device="cpu",
-                          progress=False, name=args.worker)
+    predictor = Predictor(
+        net,
+        preprocessing=build_preprocessing("generic", {}),
+        roi_size=[args.roi] * 3,
+        sw_batch_size=args.sw_batch_size,
+        overlap=args.overlap,
+        device="cpu",
+        stitch_device="cpu",
+        progress=False,
+        name=args.worker,
+    )
     start = time.perf_counter()
     run = predictor.predict(args.input, args.outdir, overwrite=True, dicom_seg=False)
     wall = time.perf_counter() - start
     case = run.cases[0]
     if not case.ok:
         raise SystemExit(f"{args.worker} failed: {case.error}")
-    print(json.dumps({"model": args.worker, "params_m": n_params / 1e6, "wall_s": wall, "timings": case.timings,
-                      "peak_rss_mb": _rss_mb(), "rss_after_model_mb": rss_model,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    print(
+        json.dumps(
+            {
+                "model": args.worker,
+                "params_m": n_params / 1e6,
+                "wall_s": wall,
+                "timings": case.timings,
+                "peak_rss_mb": _rss_mb(),
+                "rss_after_model_mb": rss_model,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 def _synthetic_volume(path: Path, shape: tuple[int, int, int]) -> None:
@@ -111,7 +138,8 @@ def _table(rows: list[dict], shape, args) -> str:
         "stitch = sliding-window bookkeeping, Gaussian blending and softmax outside the forward passes; invert = "
         "argmax + back to the input grid; write = NIfTI + .seg.nrrd + colour tables + summary.",
         "",
-        "| network | params (M) | " + " | ".join(f"{s} (s)" for s in STAGES)
+        "| network | params (M) | "
+        + " | ".join(f"{s} (s)" for s in STAGES)
         + " | total (s) | network share | peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |",
         "|---|---:|" + "---:|" * len(STAGES) + "---:|---:|---:|---:|---:|",
     ]
@@ -120,8 +148,11 @@ def _table(rows: list[dict], shape, args) -> str:
         ratio_t = f"{r['wall_s'] / base['wall_s']:.2f}x" if base else "n/a"
         ratio_m = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x" if base else "n/a"
         share = f"{100 * t.get('network', 0) / r['wall_s']:.0f}%"
-        lines.append(f"| {r['model']} | {r['params_m']:.3f} | " + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
-                     + f" | {r['wall_s']:.2f} | {share} | {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |")
+        lines.append(
+            f"| {r['model']} | {r['params_m']:.3f} | "
+            + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
+            + f" | {r['wall_s']:.2f} | {share} | {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,9 +185,24 @@ def main(argv: list[str] | None = None) -> int:
         src = Path(tmp) / "bench.nii.gz"
         _synthetic_volume(src, shape)
         for model in args.models:
-            cmd = [sys.executable, __file__, "--worker", model, "--input", str(src), "--outdir", str(Path(tmp) / model),
-                   "--roi", str(args.roi), "--overlap", str(args.overlap), "--sw-batch-size", str(args.sw_batch_size),
-                   "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                model,
+                "--input",
+                str(src),
+                "--outdir",
+                str(Path(tmp) / model),
+                "--roi",
+                str(args.roi),
+                "--overlap",
+                str(args.overlap),
+                "--sw-batch-size",
+                str(args.sw_batch_size),
+                "--threads",
+                str(args.threads),
+            ]
             print(f"[{model}] running …", flush=True)
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -12,7 +12,10 @@ from ultralight3d.profile import format_table, profile_models, write_report
 
 def test_profile_counts_and_report(tmp_path) -> None:
     rows = profile_models(["ultralight_unet3d_t"], peers=[], size=32, latency=False, progress=False)
-    assert [(r.model, r.setting) for r in rows] == [("ultralight_unet3d_t", "default"), ("ultralight_unet3d_t", "paper")]
+    assert [(r.model, r.setting) for r in rows] == [
+        ("ultralight_unet3d_t", "default"),
+        ("ultralight_unet3d_t", "paper"),
+    ]
     default, paper = rows
     assert paper.params_m == pytest.approx(0.061016, abs=1e-6)  # Table-10 settings: 61,016 parameters
     assert abs(paper.params_diff_pct) < 2 and default.params_diff_pct > paper.params_diff_pct
@@ -28,11 +31,72 @@ def test_profile_counts_and_report(tmp_path) -> None:
 
 def test_profile_latency_and_cli(tmp_path, capsys) -> None:
     out = tmp_path / "p.md"
-    code = main(["profile", "--models", "ultralight_unet3d_t", "--peers", "", "--size", "32", "--repeats", "1",
-                 "--output", str(out)])
+    code = main(
+        [
+            "profile",
+            "--models",
+            "ultralight_unet3d_t",
+            "--peers",
+            "",
+            "--size",
+            "32",
+            "--repeats",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     row = next(line for line in printed.splitlines() if line.startswith("| ultralight_unet3d_t | default"))
     latency = float(row.split("|")[9])
     assert latency > 0
     assert out.is_file() and out.with_suffix(".json").is_file()
+
+
+def test_profile_cli_options(tmp_path, capsys) -> None:
+    """--no-latency skips timing; --plain times the plain modules (--threads, -o as given)."""
+    out = tmp_path / "counts.md"
+    assert (
+        main(
+            [
+                "profile",
+                "--models",
+                "ultralight_unet3d_t",
+                "--peers",
+                "",
+                "--size",
+                "32",
+                "--no-latency",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| ultralight_unet3d_t | def"))
+    assert row.split("|")[9].strip() == "–" and out.is_file()
+    assert (
+        main(
+            [
+                "profile",
+                "--models",
+                "ultralight_unet3d_t",
+                "--peers",
+                "",
+                "--size",
+                "32",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--plain",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| ultralight_unet3d_t | default"))
+    assert float(row.split("|")[9]) > 0 and row.rstrip(" |").endswith("plain") and "1 threads" in printed
+    assert main(["profile", "--models", "nothing*", "--peers", ""]) == 2
+    assert "matches no registered model" in capsys.readouterr().err

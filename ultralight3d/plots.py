@@ -16,14 +16,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-from .errors import UserInputError  # noqa: E402
-from .labels import default_color  # noqa: E402
-from .utils import atomic_path, check_writable  # noqa: E402
+from .errors import UserInputError
+from .labels import default_color
+from .utils import atomic_path, check_writable
 
 __all__ = [
     "load_training_logs",
@@ -118,14 +118,22 @@ def save_overlay_png(
         image = image[0]
     label = np.asarray(label)
     if image.ndim != 3 or label.shape != image.shape:
-        raise UserInputError(f"overlay needs a 3D image and a label map of the same shape, got {image.shape} and "
-                             f"{label.shape} (for {path})")
+        raise UserInputError(
+            f"overlay needs a 3D image and a label map of the same shape, got {image.shape} and "
+            f"{label.shape} (for {path})"
+        )
     if reference is not None and np.asarray(reference).shape != image.shape:
         raise UserInputError(f"reference shape {np.asarray(reference).shape} differs from image shape {image.shape}")
     check_writable(path, overwrite)
     sp = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing][:3]
-    ci, cj, ck = (int(c) for c in (center if center is not None else _slice_centre(
-        label if label.any() or reference is None else np.asarray(reference))))
+    ci, cj, ck = (
+        int(c)
+        for c in (
+            center
+            if center is not None
+            else _slice_centre(label if label.any() or reference is None else np.asarray(reference))
+        )
+    )
     present = {int(v) for v in np.unique(label)}
     if reference is not None:
         present |= {int(v) for v in np.unique(reference)}
@@ -140,45 +148,65 @@ def save_overlay_png(
     if hi <= lo:
         hi = lo + 1.0
 
-    planes = [
+    planes: list[tuple[str, tuple[slice | int, ...], tuple[float, float], str]] = [
         ("axial", (slice(None), slice(None), ck), (sp[0], sp[1]), f"z = {ck}"),
         ("coronal", (slice(None), cj, slice(None)), (sp[0], sp[2]), f"y = {cj}"),
         ("sagittal", (ci, slice(None), slice(None)), (sp[1], sp[2]), f"x = {ci}"),
     ]
     fig, axes = _figure(size_px, 3)
     fig.patch.set_facecolor("black")
-    for ax, (name, idx, (sx, sy), where) in zip(axes, planes):
+    for ax, (name, idx, (sx, sy), where) in zip(axes, planes, strict=True):
         img2 = image[idx].T
         lab2 = label[idx].T
         aspect = sy / sx
         ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
         if max_v > 0:
             masked = np.ma.masked_where(lab2 == 0, lab2)
-            ax.imshow(masked, cmap=cmap, vmin=0, vmax=max_v, origin="lower", aspect=aspect, alpha=alpha,
-                      interpolation="nearest")
+            ax.imshow(
+                masked,
+                cmap=cmap,
+                vmin=0,
+                vmax=max_v,
+                origin="lower",
+                aspect=aspect,
+                alpha=alpha,
+                interpolation="nearest",
+            )
         if reference is not None:
             ref2 = np.asarray(reference)[idx].T
             for v in values:
                 if (ref2 == v).any():
-                    ax.contour((ref2 == v).astype(float), levels=[0.5], colors=[_rgba(colors, v)], linewidths=1.2,
-                               origin="lower")
+                    ax.contour(
+                        (ref2 == v).astype(float),
+                        levels=[0.5],
+                        colors=[_rgba(colors, v)],
+                        linewidths=1.2,
+                        origin="lower",
+                    )
         ax.set_title(f"{name} ({where})", color="white", fontsize=10)
         ax.set_axis_off()
     handles = [Patch(facecolor=_rgba(colors, v), label=(class_names or {}).get(v, f"label {v}")) for v in values]
     if reference is not None:
         handles.append(Patch(facecolor="none", edgecolor="white", label="outline: reference"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9,
-                   labelcolor="white")
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=min(len(handles), 6),
+            frameon=False,
+            fontsize=9,
+            labelcolor="white",
+        )
     if title:
         fig.suptitle(title, color="white", fontsize=12)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.88 if title else 0.93, bottom=0.1 if handles else 0.02,
-                        wspace=0.03)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, top=0.88 if title else 0.93, bottom=0.1 if handles else 0.02, wspace=0.03
+    )
     return _save(fig, path, overwrite)
 
 
 def _read_csv_columns(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         cols: dict[str, list[float]] = {name: [] for name in reader.fieldnames or []}
         for row in reader:
@@ -241,8 +269,10 @@ def load_training_logs(run_dir: str | os.PathLike) -> dict[str, dict[str, list[f
         tb = _read_tensorboard(run_dir)
         logs = {"train": logs["train"] or tb["train"], "val": logs["val"] or tb["val"]}
     if not logs["train"].get("loss") and not logs["val"].get("mean_dice"):
-        raise UserInputError(f"no training logs in {run_dir} (looked for training_log.csv, validation_log.csv and "
-                             "TensorBoard event files); pass the run folder of a training run")
+        raise UserInputError(
+            f"no training logs in {run_dir} (looked for training_log.csv, validation_log.csv and "
+            "TensorBoard event files); pass the run folder of a training run"
+        )
     return logs
 
 
@@ -295,8 +325,14 @@ def plot_training_curves(
         it = np.asarray(va.get("iteration") or range(1, len(va["mean_dice"]) + 1), dtype=float)
         ax_dice.plot(it, va["mean_dice"], "o-", color="black", lw=2, ms=4, label="mean")
         best = int(np.nanargmax(va["mean_dice"]))
-        ax_dice.annotate(f"best {va['mean_dice'][best]:.3f}", (it[best], va["mean_dice"][best]),
-                         textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+        ax_dice.annotate(
+            f"best {va['mean_dice'][best]:.3f}",
+            (it[best], va["mean_dice"][best]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+        )
         for key, vals in va.items():
             if key not in ("iteration", "mean_dice", "epoch"):
                 ax_dice.plot(it, vals, ".--", lw=1, ms=3, label=key.removeprefix("dice_").removeprefix("val_"))
@@ -336,19 +372,28 @@ def save_metric_boxplots(
         overwrite: replace an existing PNG.
     """
     ids = sorted(int(k) for k in class_names if int(k) != 0)
-    titles = {"dice": "Dice", "hd95": "HD95 (mm)",
-              "nsd": f"NSD @ {tolerance_mm:g} mm" if tolerance_mm is not None else "NSD"}
+    titles = {
+        "dice": "Dice",
+        "hd95": "HD95 (mm)",
+        "nsd": f"NSD @ {tolerance_mm:g} mm" if tolerance_mm is not None else "NSD",
+    }
     fig, axes = _figure(size_px, 3)
     rng = np.random.default_rng(0)
-    for ax, key in zip(axes, ("dice", "hd95", "nsd")):
-        data = [[float(c[i][key]) for c in per_case.values() if i in c and not math.isnan(float(c[i][key]))]
-                for i in ids]
+    for ax, key in zip(axes, ("dice", "hd95", "nsd"), strict=True):
+        data = [
+            [float(c[i][key]) for c in per_case.values() if i in c and not math.isnan(float(c[i][key]))] for i in ids
+        ]
         positions = list(range(1, len(ids) + 1))
-        non_empty = [(p, d) for p, d in zip(positions, data) if d]
+        non_empty = [(p, d) for p, d in zip(positions, data, strict=True) if d]
         if non_empty:
-            bp = ax.boxplot([d for _, d in non_empty], positions=[p for p, _ in non_empty], widths=0.6,
-                            patch_artist=True, showfliers=False)
-            for patch, (p, _) in zip(bp["boxes"], non_empty):
+            bp = ax.boxplot(
+                [d for _, d in non_empty],
+                positions=[p for p, _ in non_empty],
+                widths=0.6,
+                patch_artist=True,
+                showfliers=False,
+            )
+            for patch, (p, _) in zip(bp["boxes"], non_empty, strict=True):
                 patch.set_facecolor((*_rgba(colors, ids[p - 1]), 0.6))
             for p, d in non_empty:
                 ax.scatter(p + rng.uniform(-0.12, 0.12, len(d)), d, s=10, color="black", zorder=3)

@@ -27,7 +27,16 @@ import torch.nn as nn
 
 from .registry import create_model, get_model_cfg, list_models
 
-__all__ = ["ProfileRow", "PEERS", "build_network", "cpu_name", "profile_models", "format_table", "machine_info", "write_report"]
+__all__ = [
+    "ProfileRow",
+    "PEERS",
+    "build_network",
+    "cpu_name",
+    "profile_models",
+    "format_table",
+    "machine_info",
+    "write_report",
+]
 
 
 def _swin_unetr(in_channels: int, out_channels: int) -> nn.Module:
@@ -147,8 +156,17 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
-                 optimised: bool, queue: Any) -> None:
+def _time_worker(
+    name: str,
+    setting: str,
+    in_channels: int,
+    size: int,
+    threads: int,
+    warmup: int,
+    repeats: int,
+    optimised: bool,
+    queue: Any,
+) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = build_network(name, setting, in_channels).eval()
@@ -171,8 +189,9 @@ def _time_worker(name: str, setting: str, in_channels: int, size: int, threads: 
     queue.put((1000 * statistics.median(times), mem, path))
 
 
-def _measure_latency(name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int,
-                     optimised: bool) -> tuple[float, float, str]:
+def _measure_latency(
+    name: str, setting: str, in_channels: int, size: int, threads: int, warmup: int, repeats: int, optimised: bool
+) -> tuple[float, float, str]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
@@ -309,7 +328,7 @@ def write_report(rows: Sequence[ProfileRow], path: str | Path, size: int = 96, t
     )
     path = Path(path)
     with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(f"{caption}\n\n{format_table(rows, size)}\n")
+        tmp.write_text(f"{caption}\n\n{format_table(rows, size)}\n", encoding="utf-8")
     with atomic_path(path.with_suffix(".json"), overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"machine": info, "rows": [asdict(r) for r in rows]}, indent=2))
+        tmp.write_text(json.dumps({"machine": info, "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
     return path

@@ -25,9 +25,7 @@ ULTRALIGHT = list_models("ultralight*")
 BIG = {"ultralight_unet3d_m", "ultralight_unet3d_l"}
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in ULTRALIGHT]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in ULTRALIGHT])
 def test_onnx_parity_96_for_every_ultralight_variant(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = create_model(name, in_channels=1, out_channels=3).eval()
@@ -115,3 +113,104 @@ def test_export_bundle_and_cli(tmp_path: Path) -> None:
     meta = OnnxRuntimeModel(out / "model.onnx").metadata
     assert meta["out_channels"] == 4 and meta["network"] == "UltraLightUNet" and meta["divisor"] == 32
     assert main(["export", "--model", "ultralight_unet3d_t", "--output-dir", str(out)]) == 2  # needs a checkpoint
+
+
+def test_export_cli_options(tmp_path: Path, capsys) -> None:
+    """--random-weights / --in-channels / --out-channels / --opset / --atol / --no-parity / --config-file / -i / -o."""
+    import onnx
+
+    out = tmp_path / "r"
+    rc = main(
+        [
+            "export",
+            "--model",
+            "ultralight_unet3d_t",
+            "--random-weights",
+            "--in-channels",
+            "2",
+            "--out-channels",
+            "3",
+            "--format",
+            "onnx",
+            "--size",
+            "32",
+            "32",
+            "64",
+            "--opset",
+            "18",
+            "--atol",
+            "1e-4",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "parity onnx" in printed and "on [1, 3, 32, 32, 64]  OK (atol 0.0001)" in printed
+    meta = OnnxRuntimeModel(out / "model.onnx").metadata
+    assert (meta["in_channels"], meta["out_channels"], meta["example_size"]) == (2, 3, [32, 32, 64])
+    assert {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""] == 18
+    rc = main(
+        [
+            "export",
+            "--model",
+            "ultralight_unet3d_t",
+            "--random-weights",
+            "--format",
+            "torchscript",
+            "--size",
+            "32",
+            "--no-parity",
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert rc == 0 and "parity" not in capsys.readouterr().out and (out / "model.ts").is_file()
+    assert not (out / "model.json").exists()  # no card without a checkpoint card
+    # --config-file merges files in order: the last one sets the variant and classes of these weights
+    bundle = tmp_path / "custom"
+    shutil.copytree(
+        REPO_ROOT / "bundles" / "custom_ultralight_unet3d",
+        bundle,
+        ignore=shutil.ignore_patterns("runs", "*.pt", "*.onnx", "model.json"),
+    )
+    torch.manual_seed(0)
+    torch.save(create_model("ultralight_unet3d_t", in_channels=1, out_channels=4).state_dict(), tmp_path / "w.pt")
+    (tmp_path / "t4.json").write_text('{"variant": "t", "num_classes": 4}')
+    rc = main(
+        [
+            "export",
+            "--bundle",
+            str(bundle),
+            "--config-file",
+            str(bundle / "configs" / "inference.json"),
+            str(tmp_path / "t4.json"),
+            "-i",
+            str(tmp_path / "w.pt"),
+            "--format",
+            "onnx",
+            "--size",
+            "32",
+            "-o",
+            str(tmp_path / "b"),
+        ]
+    )
+    assert rc == 0 and OnnxRuntimeModel(tmp_path / "b" / "model.onnx").out_channels == 4
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "ultralight_unet3d_t",
+                "--random-weights",
+                "-i",
+                str(tmp_path / "w.pt"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "drop it or drop --checkpoint" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(tmp_path / "w.pt"), "-o", str(out)]) == 2  # no card, no --model
+    assert "w.pt has no model card" in capsys.readouterr().err

@@ -48,7 +48,10 @@ def test_evaluate_cli_writes_tables_and_plot(pair_folders, tmp_path, capsys):
     assert "| 1 organ |" in printed and f"reports in {out}" in printed
     rows = list(csv.DictReader(open(out / "metrics_per_case.csv")))
     assert [(r["case"], r["class"], r["status"]) for r in rows] == [
-        ("case_a", "organ", "ok"), ("case_a", "node", "ok"), ("case_b", "organ", "ok"), ("case_b", "node", "pred_empty")
+        ("case_a", "organ", "ok"),
+        ("case_a", "node", "ok"),
+        ("case_b", "organ", "ok"),
+        ("case_b", "node", "pred_empty"),
     ]
     assert float(rows[2]["dice"]) == pytest.approx(2 * 9 * 10 * 6 / (2 * 600))
     assert rows[3]["hd95_mm"] == "nan" and float(rows[3]["dice"]) == 0.0
@@ -70,11 +73,40 @@ def test_evaluate_cli_writes_tables_and_plot(pair_folders, tmp_path, capsys):
 def test_class_names_from_dataset_json(pair_folders, tmp_path):
     preds, labels = pair_folders
     (labels / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "PZ", "2": "TZ"}}))
-    assert main(["evaluate", "--pred", str(preds), "--label", str(labels), "-o", str(tmp_path / "r"),
-                 "--no-plots"]) == 0
+    assert (
+        main(["evaluate", "--pred", str(preds), "--label", str(labels), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
+    )
     report = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert list(report["classes"]) == ["PZ", "TZ"]
     assert not (tmp_path / "r" / "metrics_boxplot.png").exists()
+
+
+def test_class_names_from_labels_csv(pair_folders, tmp_path):
+    """``--labels labels.csv`` (a bundle's table) names the classes (it crashed with a TypeError before)."""
+    from ultralight3d.labels import LabelTable, write_label_csv
+
+    preds, labels = pair_folders
+    table = write_label_csv(LabelTable.from_names({1: "peripheral zone", 2: "transition zone"}), tmp_path / "l.csv")
+    assert (
+        main(
+            [
+                "evaluate",
+                "--input",
+                str(preds),
+                "--reference",
+                str(labels),
+                "--labels",
+                str(table),
+                "-o",
+                str(tmp_path / "r"),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert list(report["classes"]) == ["peripheral zone", "transition zone"]
+    assert report["classes"]["peripheral zone"]["dice"]["n"] == 2 and report["protocol"] is None
 
 
 def test_different_grid_is_an_error_unless_resampled(tmp_path):

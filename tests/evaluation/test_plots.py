@@ -26,9 +26,17 @@ def _volume() -> tuple[np.ndarray, np.ndarray]:
 
 def test_overlay_png_size_and_colours(tmp_path: Path):
     img, lab = _volume()
-    path = save_overlay_png(img, lab, tmp_path / "ov.png", reference=np.roll(lab, 1, 0), class_names={1: "liver"},
-                            colors={1: (255, 0, 0), 2: (0, 0, 255)}, spacing=(1.0, 1.0, 2.5), title="case",
-                            size_px=(900, 340))
+    path = save_overlay_png(
+        img,
+        lab,
+        tmp_path / "ov.png",
+        reference=np.roll(lab, 1, 0),
+        class_names={1: "liver"},
+        colors={1: (255, 0, 0), 2: (0, 0, 255)},
+        spacing=(1.0, 1.0, 2.5),
+        title="case",
+        size_px=(900, 340),
+    )
     png = mpimg.imread(path)
     assert png.shape == (340, 900, 4)
     rgb = png[..., :3]
@@ -52,8 +60,11 @@ def test_training_curves_from_csv_logs(tmp_path: Path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     _write_csv(run / "training_log.csv", ["iteration", "loss"], [[i, 2.0 / (1 + 0.05 * i)] for i in range(1, 101)])
-    _write_csv(run / "validation_log.csv", ["iteration", "mean_dice", "dice_liver", "dice_kidney"],
-               [[i, 0.5 + i / 400, 0.6 + i / 400, 0.4 + i / 400] for i in (25, 50, 75, 100)])
+    _write_csv(
+        run / "validation_log.csv",
+        ["iteration", "mean_dice", "dice_liver", "dice_kidney"],
+        [[i, 0.5 + i / 400, 0.6 + i / 400, 0.4 + i / 400] for i in (25, 50, 75, 100)],
+    )
     logs = load_training_logs(run)
     assert logs["train"]["loss"][0] == pytest.approx(2.0 / 1.05)
     assert logs["val"]["iteration"] == [25.0, 50.0, 75.0, 100.0] and "dice_kidney" in logs["val"]
@@ -61,6 +72,14 @@ def test_training_curves_from_csv_logs(tmp_path: Path, capsys):
     assert f"written to {run / 'training_curves.png'}" in capsys.readouterr().out
     png = mpimg.imread(run / "training_curves.png")
     assert png.shape[:2] == (300, 800) and png[..., :3].std() > 0.05
+    # -i/--input names the run folder too; -o the PNG; nothing is replaced without --overwrite
+    out = tmp_path / "curves.png"
+    assert main(["plot-training", "-i", str(run), "-o", str(out)]) == 0 and out.is_file()
+    assert main(["plot-training", "--input", str(run), "--output", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["plot-training", "-i", str(run), "-o", str(out), "--overwrite"]) == 0
+    assert main(["plot-training", str(run), "-i", str(run)]) == 2
+    assert "give the run folder once" in capsys.readouterr().err
 
 
 def test_training_curves_from_tensorboard(tmp_path: Path):

@@ -36,7 +36,9 @@ def test_dicom_seg_frames_reference_the_source_slices(prostatex, tmp_path):
     path = write_dicom_seg(label, img.meta["dicom_files"], table, tmp_path / "x_seg.dcm")
     seg = hd.seg.segread(path)
     assert seg.SegmentationType == "BINARY" and [s.SegmentLabel for s in seg.SegmentSequence] == [
-        "peripheral zone", "transition zone"]
+        "peripheral zone",
+        "transition zone",
+    ]
     sop = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in img.meta["dicom_files"]]
     assert {u[2] for u in seg.get_source_image_uids()} == set(sop)
     # only the non-empty source frames are stored; each maps back to the slice it came from
@@ -46,11 +48,30 @@ def test_dicom_seg_frames_reference_the_source_slices(prostatex, tmp_path):
 
 
 def test_prostatex_t2_adc_end_to_end(prostatex, bundle_factory, tmp_path):
-    bundle = bundle_factory("prostate", protocol="prostate", roi_size=[64, 64, 64], sw_batch_size=1, overlap=0.25,
-                            progress=False, transform_params={"spacing": [4.0, 4.0, 4.0]})
+    bundle = bundle_factory(
+        "prostate",
+        protocol="prostate",
+        roi_size=[64, 64, 64],
+        sw_batch_size=1,
+        overlap=0.25,
+        progress=False,
+        transform_params={"spacing": [4.0, 4.0, 4.0]},
+    )
     out = tmp_path / "out"
-    rc = main(["predict", "-i", str(prostatex / "ProstateX-0000"), "-o", str(out), "--bundle", str(bundle),
-               "--device", "cpu", "--quiet"])
+    rc = main(
+        [
+            "predict",
+            "-i",
+            str(prostatex / "ProstateX-0000"),
+            "-o",
+            str(out),
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     t2 = next(s for s in scan_dicom(prostatex / "ProstateX-0000") if "t2" in s.description)
     ref = read_series(t2)
@@ -65,8 +86,20 @@ def test_prostatex_t2_adc_end_to_end(prostatex, bundle_factory, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cases"][0]["status"] == "ok" and set(summary["cases"][0]["volume_ml"]) == {"1", "2"}
     # patient 0001 has two T2 series: the run reports them and fails that case with exit code 1
-    rc = main(["predict", "-i", str(prostatex / "ProstateX-0001"), "-o", str(tmp_path / "o2"), "--bundle", str(bundle),
-               "--device", "cpu", "--quiet"])
+    rc = main(
+        [
+            "predict",
+            "-i",
+            str(prostatex / "ProstateX-0001"),
+            "-o",
+            str(tmp_path / "o2"),
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     err = json.loads((tmp_path / "o2" / "summary.json").read_text())["cases"][0]["error"]
     assert "several series match channel 'T2'; pass --channel T2=SERIES_UID" in err

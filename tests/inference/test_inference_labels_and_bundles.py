@@ -16,16 +16,23 @@ BUNDLES = sorted(p.parent.parent for p in (REPO_ROOT / "bundles").glob("*/config
 
 
 def test_label_csv_round_trip_and_ctbl(tmp_path):
-    table = LabelTable([Label(2, "transition zone", (111, 184, 210, 255)), Label(1, "peripheral zone",
-                                                                                (230, 158, 140, 255))])
+    table = LabelTable(
+        [Label(2, "transition zone", (111, 184, 210, 255)), Label(1, "peripheral zone", (230, 158, 140, 255))]
+    )
     write_label_csv(table, tmp_path / "labels.csv")
     back = read_label_table(tmp_path / "labels.csv")
-    assert [(lab.value, lab.name, lab.color) for lab in back] == [(1, "peripheral zone", (230, 158, 140, 255)),
-                                                                   (2, "transition zone", (111, 184, 210, 255))]
+    assert [(lab.value, lab.name, lab.color) for lab in back] == [
+        (1, "peripheral zone", (230, 158, 140, 255)),
+        (2, "transition zone", (111, 184, 210, 255)),
+    ]
     write_ctbl(back, tmp_path / "labels.ctbl")
     assert (tmp_path / "labels.ctbl").read_text().splitlines() == [
-        "# Color table file", "# 3 values", "0 background 0 0 0 0", "1 peripheral_zone 230 158 140 255",
-        "2 transition_zone 111 184 210 255"]
+        "# Color table file",
+        "# 3 values",
+        "0 background 0 0 0 0",
+        "1 peripheral_zone 230 158 140 255",
+        "2 transition_zone 111 184 210 255",
+    ]
     with pytest.raises(UserInputError, match="already exists; pass --overwrite"):
         write_label_csv(table, tmp_path / "labels.csv")
 
@@ -34,8 +41,10 @@ def test_label_csv_errors(tmp_path):
     with pytest.raises(UserInputError, match=r"label table .*nope\.csv not found; add models/labels\.csv"):
         read_label_table(tmp_path / "nope.csv")
     (tmp_path / "bad.csv").write_text("value,label\n1,a\n")
-    with pytest.raises(UserInputError, match=r"bad\.csv has columns \['value', 'label'\]; it needs the header "
-                                             + ",".join(LABEL_CSV_HEADER)):
+    with pytest.raises(
+        UserInputError,
+        match=r"bad\.csv has columns \['value', 'label'\]; it needs the header " + ",".join(LABEL_CSV_HEADER),
+    ):
         read_label_table(tmp_path / "bad.csv")
     (tmp_path / "bad2.csv").write_text("LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n1,a,red,0,0,255\n")
     with pytest.raises(UserInputError, match=r"bad2\.csv line 2: .*must be integers"):
@@ -50,8 +59,19 @@ def test_label_csv_errors(tmp_path):
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
 def test_repository_bundle_builds_predictor(bundle):
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
-    for key in ("bundle_root", "device", "dataset_dir", "dataset", "evaluator", "network_def", "inferer", "datalist",
-                "output_dir", "predictor", "run"):
+    for key in (
+        "bundle_root",
+        "device",
+        "dataset_dir",
+        "dataset",
+        "evaluator",
+        "network_def",
+        "inferer",
+        "datalist",
+        "output_dir",
+        "predictor",
+        "run",
+    ):
         assert key in cfg, key
     train = json.loads((bundle / "configs" / "train.json").read_text())
     for key in ("protocol", "in_channels", "num_classes", "transform_params", "variant", "model_name"):

@@ -39,8 +39,9 @@ def test_bundle_predict_matches_direct_network(bundle, tmp_path, phantom):
     label = nib.load(tmp_path / "out" / "sub01_seg.nii.gz")
     assert label.get_data_dtype() == np.uint8 and label.shape == phantom.shape
     # the same network, loaded by hand, run on the z-scored image: same argmax
-    net = load_checkpoint(create_model("ultralight_unet3d_t", in_channels=1, out_channels=2), bundle / "models" /
-                          "model.pt").eval()
+    net = load_checkpoint(
+        create_model("ultralight_unet3d_t", in_channels=1, out_channels=2), bundle / "models" / "model.pt"
+    ).eval()
     x = torch.from_numpy((phantom - phantom[phantom != 0].mean()) / phantom[phantom != 0].std())[None, None]
     with torch.no_grad():
         want = sliding_window_inference(x, (64, 64, 64), 1, net, overlap=0.25, mode="gaussian").argmax(1)[0].numpy()
@@ -59,11 +60,32 @@ def test_cli_outputs_failures_and_overwrite(bundle, tmp_path, phantom, capsys):
     bad[0, 0, 0] = np.nan
     _case(tmp_path / "in" / "bad.nii.gz", bad)
     out = tmp_path / "out"
-    args = ["predict", "-i", str(tmp_path / "in"), "-o", str(out), "--bundle", str(bundle), "--device", "cpu",
-            "--quiet"]
+    args = [
+        "predict",
+        "-i",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(args) == 1  # one case failed
-    assert sorted(p.name for p in out.iterdir()) == ["good.seg.nrrd", "good_seg.nii.gz", "labels.csv", "labels.ctbl",
-                                                     "summary.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "good.seg.nrrd",
+        "good_seg.nii.gz",
+        "labels.csv",
+        "labels.ctbl",
+        "records",
+        "summary.csv",
+        "summary.json",
+    ]
+    assert sorted(p.name for p in (out / "records").iterdir() if not p.name.startswith(".")) == [
+        "bad.json",
+        "good.json",
+    ]  # one record per case, no lock left behind
     seg = nib.load(out / "good_seg.nii.gz")
     np.testing.assert_allclose(seg.affine, AFFINE)
     assert seg.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
@@ -75,11 +97,14 @@ def test_cli_outputs_failures_and_overwrite(bundle, tmp_path, phantom, capsys):
     before = (out / "good_seg.nii.gz").stat().st_mtime_ns
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: 4 output file(s) already exist (") and "pass --overwrite to replace them" in err
+    assert err.startswith("error: 2 output file(s) already exist (") and "pass --overwrite to replace them" in err
     assert (out / "good_seg.nii.gz").stat().st_mtime_ns == before
     (tmp_path / "in" / "bad.nii.gz").unlink()
     assert main(args + ["--overwrite"]) == 0
-    assert not list(out.glob(".*"))  # no temporary files left behind
+    assert not list(out.glob(".*")) and not list((out / "records").glob(".*.json"))  # no temporary files left
+    # the summary is rebuilt from the folder's records: the earlier failure of "bad" stays on record
+    recs = {r["case"]: r["status"] for r in json.loads((out / "summary.json").read_text())["cases"]}
+    assert recs == {"bad": "failed", "good": "ok"}
 
 
 def test_unwritable_output_folder(bundle, tmp_path, phantom):
@@ -100,7 +125,7 @@ def test_bundle_errors(bundle, tmp_path):
         Predictor.from_bundle(bundle, checkpoint=tmp_path / "missing.pt")
     wrong = tmp_path / "wrong.pt"
     torch.save({"model": create_model("ultralight_unet3d_s", in_channels=1, out_channels=2).state_dict()}, wrong)
-    with pytest.raises(UserInputError, match=r"checkpoint .*wrong\.pt does not fit the bundle's network"):
+    with pytest.raises(UserInputError, match=r"checkpoint .*wrong\.pt does not fit the network"):
         Predictor.from_bundle(bundle, checkpoint=wrong)
 
 
@@ -109,10 +134,16 @@ def test_monai_bundle_run_uses_same_path(bundle, tmp_path, phantom):
     from monai.bundle import ConfigWorkflow
 
     _case(tmp_path / "data" / "imagesTs" / "s1.nii.gz", phantom)
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="infer",
-                        logging_file=False, meta_file=None, bundle_root=str(bundle),
-                        dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "eval"),
-                        device="$torch.device('cpu')")
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"),
+        workflow_type="infer",
+        logging_file=False,
+        meta_file=None,
+        bundle_root=str(bundle),
+        dataset_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "eval"),
+        device="$torch.device('cpu')",
+    )
     wf.initialize()
     assert wf.check_properties() in ([], None)
     wf.run()
@@ -133,3 +164,148 @@ def test_cpu_fast_path_is_default_and_equal_to_plain(bundle, phantom):
     p_fast, p_plain = fast.predict_probabilities(x), plain.predict_probabilities(x)
     assert p_fast.shape == (2,) + phantom.shape
     torch.testing.assert_close(p_fast, p_plain, rtol=0, atol=1e-4)
+
+
+def test_cli_inference_options(bundle, tmp_path, phantom):
+    """Every inference option of ``predict`` changes what the summary and the output folder say."""
+    src = _case(tmp_path / "in" / "p.nii.gz", phantom)
+    out = tmp_path / "a"
+    rc = main(
+        [
+            "predict",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--stitch-device",
+            "cpu",
+            "--overlap",
+            "0.25",
+            "--sw-batch-size",
+            "3",
+            "--roi-size",
+            "64",
+            "64",
+            "32",
+            "--tta",
+            "--no-amp",
+            "--plain",
+            "--engine",
+            "torch",
+            "--probabilities",
+            "--no-seg-nrrd",
+            "--preview",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "labels.csv",
+        "labels.ctbl",
+        "p_preview.png",
+        "p_probs.nii.gz",
+        "p_seg.nii.gz",
+        "records",
+        "summary.csv",
+        "summary.json",
+    ]  # no .seg.nrrd
+    summary = json.loads((out / "summary.json").read_text())
+    assert {
+        k: summary[k]
+        for k in (
+            "engine",
+            "roi_size",
+            "overlap",
+            "sw_batch_size",
+            "tta",
+            "amp",
+            "device",
+            "stitch_device",
+            "cpu_fast_path",
+        )
+    } == {
+        "engine": "torch",
+        "roi_size": [64, 64, 32],
+        "overlap": 0.25,
+        "sw_batch_size": 3,
+        "tta": True,
+        "amp": False,
+        "device": "cpu",
+        "stitch_device": "cpu",
+        "cpu_fast_path": False,
+    }
+    probs = np.asarray(nib.load(out / "p_probs.nii.gz").dataobj)
+    assert probs.shape == (*phantom.shape, 2) and np.allclose(probs.sum(-1), 1, atol=1e-4)
+    seg = np.asarray(nib.load(out / "p_seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(seg, probs.argmax(-1))
+    # --set reaches any id of inference.json; defaults otherwise (fast path on, no TTA)
+    rc = main(
+        [
+            "predict",
+            "-i",
+            str(src),
+            "-o",
+            str(tmp_path / "b"),
+            "--bundle",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--set",
+            "overlap=0.75",
+            "roi_size=[32, 32, 32]",
+            "--quiet",
+        ]
+    )
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert rc == 0 and (summary["overlap"], summary["roi_size"], summary["tta"]) == (0.75, [32, 32, 32], False)
+    assert summary["cpu_fast_path"] is True
+
+
+def test_cli_onnxruntime_engine(bundle, tmp_path, phantom):
+    from ultralight3d.export import export_onnx
+    from ultralight3d.inference import load_bundle
+
+    src = _case(tmp_path / "in" / "p.nii.gz", phantom)
+    onnx = export_onnx(load_bundle(bundle).network, tmp_path / "m.onnx", example_size=(64, 64, 64))
+    args = ["-i", str(src), "--bundle", str(bundle), "--device", "cpu", "--quiet"]
+    assert (
+        main(["predict", "-o", str(tmp_path / "ort"), "--engine", "onnxruntime", "--checkpoint", str(onnx)] + args) == 0
+    )
+    assert main(["predict", "-o", str(tmp_path / "pt")] + args) == 0
+    assert json.loads((tmp_path / "ort" / "summary.json").read_text())["engine"] == "onnxruntime"
+    a, b = (np.asarray(nib.load(tmp_path / d / "p_seg.nii.gz").dataobj) for d in ("ort", "pt"))
+    assert (a == b).mean() > 0.999
+
+
+def test_cli_dicom_seg_and_series(bundle, tmp_path, dicom_series_fn, capsys):
+    rng = np.random.default_rng(0)
+    vol = (rng.random((12, 40, 36)) * 10).astype(np.int16)
+    vol[3:8, 10:30, 5:20] += 100
+    uid = dicom_series_fn(vol, tmp_path / "dicom" / "s1")
+    dicom_series_fn(vol[::-1], tmp_path / "dicom" / "s2")  # a second series: --series picks one
+    base = [
+        "predict",
+        "-i",
+        str(tmp_path / "dicom"),
+        "--bundle",
+        str(bundle),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--series",
+        uid,
+    ]
+    assert main(base + ["-o", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").glob("PAT1*")) == [
+        "PAT1.seg.nrrd",
+        "PAT1_seg.dcm",
+        "PAT1_seg.nii.gz",
+    ]
+    assert main(base + ["-o", str(tmp_path / "b"), "--no-dicom-seg"]) == 0
+    assert sorted(p.name for p in (tmp_path / "b").glob("PAT1*")) == ["PAT1.seg.nrrd", "PAT1_seg.nii.gz"]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and summary["cases"][0]["status"] == "ok"

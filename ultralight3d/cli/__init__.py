@@ -2,6 +2,11 @@
 
 Each module in this package that defines ``register(subparsers)`` adds one subcommand; ``register`` must call
 ``parser.set_defaults(func=...)`` with a function taking the parsed ``argparse.Namespace`` and returning an exit code.
+
+Conventions every subcommand follows: files read are ``-i/--input`` (older spellings kept as aliases), files written
+``-o/--output``; numbers are checked while parsing with the ``type=`` helpers below (:func:`positive_int`,
+:func:`non_negative_int`, :func:`positive_float`, :func:`fraction`, :func:`variant_name`), and every error, from
+argparse or from the API (:class:`ultralight3d.errors.UserInputError`), is printed as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -11,19 +16,91 @@ import importlib
 import logging
 import pkgutil
 import sys
+from typing import NoReturn
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "build_parser",
+    "main",
+    "iter_parsers",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "fraction",
+    "variant_name",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``ultralight3d predict: error: ...; see ... -h``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse ``type=``: a number in [0, 1) (sliding-window overlap)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text}")
+    return value
+
+
+def variant_name(text: str) -> str:
+    """argparse ``type=``: an UltraLightUNet3D variant registered as ``ultralight_unet3d_<variant>``."""
+    from ..registry import list_models
+
+    prefix = "ultralight_unet3d_"
+    known = [n[len(prefix) :] for n in list_models(prefix + "*")]
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose one of {', '.join(known)}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ultralight3d",
         description="Ultra-light 3D segmentation: demo, profile, prepare data, predict, evaluate, export.",
     )
     parser.add_argument("--version", action="version", version=f"ultralight3d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -33,11 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def iter_parsers(parser: argparse.ArgumentParser | None = None, prefix: str = ""):
+    """Yield ``(command, parser)`` for ``parser`` (default: :func:`build_parser`) and every nested subcommand, e.g.
+    ``("", top level)``, ``("predict", ...)``, ``("prepare msd", ...)``."""
+    parser = parser or build_parser()
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from iter_parsers(sub, f"{prefix} {name}".strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ultralight3d`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse: --help, --version, or a one-line usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,4 +1,9 @@
-"""Evaluation: per-case, per-class Dice / HD95 / normalised surface Dice and the reports built from them."""
+"""Evaluation: per-case, per-class Dice / HD95 / normalised surface Dice and the reports built from them.
+
+References in a dataset's original labels are mapped into the model's label space with the protocol's ``label_map``
+(:func:`remap_reference`, :func:`remap_labels`, :func:`protocol_label_map`; ``evaluate_cases(..., label_map=...)``),
+exactly as training maps them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from .evaluate import (
     read_label_map,
 )
 from .metrics import DEFAULT_TOLERANCE_MM, STATUSES, compute_case_metrics, summarize_cases
+from .pairing import pair_files, resolve_class_names
+from .remap import normalise_label_map, protocol_label_map, remap_labels, remap_reference
 
 __all__ = [
     "DEFAULT_TOLERANCE_MM",
@@ -21,6 +28,12 @@ __all__ = [
     "evaluate_cases",
     "find_label_files",
     "format_markdown_table",
+    "normalise_label_map",
+    "pair_files",
+    "protocol_label_map",
     "read_label_map",
+    "remap_labels",
+    "remap_reference",
+    "resolve_class_names",
     "summarize_cases",
 ]

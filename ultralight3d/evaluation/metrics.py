@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,11 @@ def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     out = torch.zeros((1, num_classes, *t.shape), dtype=torch.float32)
     out[0].scatter_(0, t[None], 1.0)
     return out
+
+
+def _first_row(result: Any) -> list[float]:
+    """Values of batch item 0 of a MONAI metric's ``reduction="none"`` result (a ``(batch, classes)`` tensor)."""
+    return [float(v) for v in torch.as_tensor(result[0]).flatten().tolist()]
 
 
 def compute_case_metrics(
@@ -98,18 +104,19 @@ def compute_case_metrics(
 
     dice_m = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
     hd_m = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
-    nsd_m = SurfaceDiceMetric(class_thresholds=[float(tolerance_mm)] * len(ids), include_background=False,
-                              reduction="none")
+    nsd_m = SurfaceDiceMetric(
+        class_thresholds=[float(tolerance_mm)] * len(ids), include_background=False, reduction="none"
+    )
     p_any = p_oh[0, 1:].flatten(1).any(1).tolist()
     l_any = l_oh[0, 1:].flatten(1).any(1).tolist()
-    dice = dice_m(p_oh, l_oh)[0].tolist()
+    dice = _first_row(dice_m(p_oh, l_oh))
     hd = [math.nan] * len(ids)
     nsd = [math.nan] * len(ids)
-    if any(p and lab for p, lab in zip(p_any, l_any)):
+    if any(p and lab for p, lab in zip(p_any, l_any, strict=True)):
         with warnings.catch_warnings():  # MONAI warns for every empty class; we report emptiness ourselves
             warnings.simplefilter("ignore")
-            hd = hd_m(p_oh, l_oh, spacing=spacing_list)[0].tolist()
-            nsd = nsd_m(p_oh, l_oh, spacing=spacing_list)[0].tolist()
+            hd = _first_row(hd_m(p_oh, l_oh, spacing=spacing_list))
+            nsd = _first_row(nsd_m(p_oh, l_oh, spacing=spacing_list))
 
     out: dict[int, dict[str, float | str]] = {}
     for i, cid in enumerate(ids):

@@ -1,10 +1,13 @@
-"""Inference: the predictor (sliding window, TTA, inversion to the input grid) and its output writers."""
+"""Inference: the bundle loader, the predictor (sliding window, TTA, ensembles, inversion to the input grid), its
+engines, post-processing, statistics, per-case records and output writers."""
 
 from __future__ import annotations
 
-from .bundle_config import INFERENCE_TEMPLATE, render_inference_config, write_inference_config
+from .bundle_config import INFERENCE_TEMPLATE, LoadedBundle, code_expressions, is_trusted_location, load_bundle
+from .engines import ONNX_META_KEY, OnnxRuntimeModel
 from .outputs import (
     label_volumes_ml,
+    write_class_masks,
     write_color_tables,
     write_dicom_seg,
     write_nifti_label,
@@ -12,29 +15,70 @@ from .outputs import (
     write_seg_nrrd,
     write_summary,
 )
-from .predictor import CaseResult, Predictor, RunResult, load_checkpoint
+from .postprocessing import (
+    ComponentRule,
+    PostprocessLabels,
+    PostprocessLabelsd,
+    override_rules,
+    parse_rules,
+    postprocess_label,
+    rules_from_protocol,
+    voxel_volume_ml,
+)
+from .predictor import (
+    CaseResult,
+    OutputOptions,
+    Predictor,
+    RunResult,
+    default_threads,
+    load_checkpoint,
+    set_threads,
+)
 from .preprocessing import build_preprocessing, channel_names, default_preprocessing, strip_loaders
+from .records import CaseLocked, case_lock, read_records
 from .runner import PredictRunner, list_inputs
+from .statistics import label_statistics, write_statistics
 
 __all__ = [
     "INFERENCE_TEMPLATE",
-    "render_inference_config",
-    "write_inference_config",
+    "ONNX_META_KEY",
+    "CaseLocked",
     "CaseResult",
+    "ComponentRule",
+    "LoadedBundle",
+    "OnnxRuntimeModel",
+    "OutputOptions",
+    "PostprocessLabels",
+    "PostprocessLabelsd",
     "PredictRunner",
     "Predictor",
     "RunResult",
     "build_preprocessing",
+    "case_lock",
     "channel_names",
+    "code_expressions",
     "default_preprocessing",
+    "default_threads",
+    "is_trusted_location",
+    "label_statistics",
     "label_volumes_ml",
     "list_inputs",
+    "load_bundle",
     "load_checkpoint",
+    "override_rules",
+    "parse_rules",
+    "postprocess_label",
+    "read_records",
+    "rules_from_protocol",
+    "set_threads",
     "strip_loaders",
+    "voxel_volume_ml",
+    "write_class_masks",
     "write_color_tables",
     "write_dicom_seg",
     "write_nifti_label",
     "write_nifti_probabilities",
     "write_seg_nrrd",
+    "write_statistics",
     "write_summary",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserInputError
-from ..io.image import is_image_file
+from ..io.files import list_image_files
 from .predictor import Predictor, RunResult
 
 __all__ = ["PredictRunner", "list_inputs"]
@@ -16,13 +16,14 @@ __all__ = ["PredictRunner", "list_inputs"]
 
 def list_inputs(dataset_dir: str | os.PathLike, subfolder: str = "imagesTs") -> list[str]:
     """Default ``datalist`` of an inference bundle: the image files of ``dataset_dir/imagesTs`` if that folder exists,
-    else of ``dataset_dir`` itself; a folder with no image files is returned as one entry (DICOM folder)."""
+    else of ``dataset_dir`` itself (hidden files and ``.seg.nrrd`` skipped); a folder with no image files is returned
+    as one entry (DICOM folder)."""
     root = Path(dataset_dir)
     if (root / subfolder).is_dir():
         root = root / subfolder
     if not root.is_dir():
         return [str(root)] if root.is_file() else []
-    files = sorted(str(p) for p in root.iterdir() if p.is_file() and is_image_file(p))
+    files = [str(p) for p in list_image_files(root)]
     return files or [str(root)]
 
 
@@ -37,8 +38,14 @@ class PredictRunner:
         overwrite: replace existing outputs.
     """
 
-    def __init__(self, predictor: Predictor, datalist: str | Sequence[str], output_dir: str | os.PathLike,
-                 overwrite: bool = False, **predict_kwargs) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        datalist: str | Sequence[str],
+        output_dir: str | os.PathLike,
+        overwrite: bool = False,
+        **predict_kwargs,
+    ) -> None:
         self.predictor = predictor
         self.datalist = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
         self.output_dir = output_dir
@@ -48,12 +55,17 @@ class PredictRunner:
 
     def run(self) -> RunResult:
         if not self.datalist:
-            raise UserInputError("the bundle's datalist is empty; pass --dataset_dir with images (or imagesTs/) or "
-                                 "--datalist \"['scan.nii.gz']\"")
-        self.result = self.predictor.predict(self.datalist, self.output_dir, overwrite=self.overwrite,
-                                             **self.predict_kwargs)
+            raise UserInputError(
+                "the bundle's datalist is empty; pass --dataset_dir with images (or imagesTs/) or "
+                "--datalist \"['scan.nii.gz']\""
+            )
+        self.result = self.predictor.predict(
+            self.datalist, self.output_dir, overwrite=self.overwrite, **self.predict_kwargs
+        )
         failed = [c for c in self.result.cases if not c.ok]
         if failed:
-            raise RuntimeError(f"{len(failed)} of {len(self.result.cases)} case(s) failed: "
-                               + "; ".join(f"{c.case}: {c.error}" for c in failed))
+            raise RuntimeError(
+                f"{len(failed)} of {len(self.result.cases)} case(s) failed: "
+                + "; ".join(f"{c.case}: {c.error}" for c in failed)
+            )
         return self.result
