@@ -100,3 +100,17 @@ def test_profile_cli_options(tmp_path, capsys) -> None:
     assert float(row.split("|")[9]) > 0 and row.rstrip(" |").endswith("plain") and "1 threads" in printed
     assert main(["profile", "--models", "nothing*", "--peers", ""]) == 2
     assert "matches no registered model" in capsys.readouterr().err
+
+
+def test_egeunet_paper_row_is_counted_on_the_papers_2d_input():
+    """The paper row of EGE-UNet is counted on its own input (3×256², 1 class) and held against the paper; the 3D
+    default row is not compared with the 2D paper's numbers."""
+    from ultralight3d.profile import profile_models
+
+    rows = {r.setting: r for r in profile_models(["egeunet"], peers=[], latency=False, progress=False)}
+    paper, default = rows["paper"], rows["default"]
+    assert paper.params_m == pytest.approx(0.053374, abs=1e-6)
+    assert paper.gflops == pytest.approx(0.0799, abs=0.001)  # ptflops also counts norms, GELU and resizing
+    assert paper.params_diff_pct is not None and abs(paper.params_diff_pct) < 2
+    assert default.gflops is not None and default.gflops > 0.5  # 96³ in 3D
+    assert default.paper_params_m is None and default.gflops_diff_pct is None

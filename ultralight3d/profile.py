@@ -112,12 +112,13 @@ class ProfileRow:
         return 100 * (self.gflops - self.paper_gflops) / self.paper_gflops
 
 
-def _count_gflops(net: nn.Module, in_channels: int, size: int) -> float | None:
+def _count_gflops(net: nn.Module, input_shape: tuple[int, ...]) -> float | None:
+    """ptflops MACs (G) of one forward of a ``(1, *input_shape)`` input; ``input_shape`` is ``(C, *spatial)``."""
     from ptflops import get_model_complexity_info
 
     try:
         macs, _ = get_model_complexity_info(
-            net, (in_channels, size, size, size), as_strings=False, print_per_layer_stat=False, verbose=False
+            net, input_shape, as_strings=False, print_per_layer_stat=False, verbose=False
         )
     except Exception:  # a peer with an op ptflops cannot trace: leave the cell empty rather than guess
         return None
@@ -249,13 +250,20 @@ def profile_models(
         net = build_network(name, setting, in_channels).eval()
         cfg = get_model_cfg(name) if name not in PEERS else None
         params = sum(p.numel() for p in net.parameters()) / 1e6
+        cube = (size,) * 3
+        if setting == "paper" and cfg is not None:  # the paper's own input: 96³ for the 3D papers, 256² for EGE-UNet
+            shape = (int(cfg.paper_settings.get("in_channels", 1)), *cfg.paper_input_size)
+        else:
+            shape = (in_channels, *cube)
+        # a default row is held against the paper only when it runs on the paper's input size (not 3D vs 2D)
+        comparable = cfg is not None and (setting == "paper" or tuple(cfg.paper_input_size) == cube)
         row = ProfileRow(
             model=name,
             setting=setting,
             params_m=params,
-            gflops=_count_gflops(net, in_channels if setting != "paper" else 1, size),
-            paper_params_m=cfg.paper_params_m if cfg else None,
-            paper_gflops=cfg.paper_gflops if cfg else None,
+            gflops=_count_gflops(net, shape),
+            paper_params_m=cfg.paper_params_m if cfg and comparable else None,
+            paper_gflops=cfg.paper_gflops if cfg and comparable else None,
         )
         del net
         if latency and (setting == "default" or name in PEERS):
