@@ -41,3 +41,24 @@ def test_refuses_to_overwrite_without_flag(tmp_path) -> None:
     with pytest.raises(UserInputError, match=r"model\.pt already exists; pass --overwrite"):
         with atomic_path(target):
             pass
+
+
+def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
+    """A rename is only crash-safe when the data reached the disk first (and the folder entry after)."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_path(tmp_path / "checkpoint_iteration=4.pt") as tmp:
+        tmp.write_bytes(b"state")
+    assert events == ["fsync file", "rename", "fsync dir"]
+    assert (tmp_path / "checkpoint_iteration=4.pt").read_bytes() == b"state"

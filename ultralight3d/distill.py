@@ -148,8 +148,9 @@ class Distiller(nn.Module):
     Args:
         student: the trained network (the bundle's ``network``); a forward pre-hook is registered on it.
         teacher: the teacher network (same input channels and ``out_channels`` as the student).
-        teacher_checkpoint: teacher weights (plain state dict or ``{"model": ...}``). None keeps the teacher's
-            current weights (only for tests / a teacher already loaded).
+        teacher_checkpoint: teacher weights (plain state dict or ``{"model": ...}``; read with the rules of
+            :func:`ultralight3d.checkpoint.load_weights`: ``weights_only``, non-finite weights refused). None keeps
+            the teacher's current weights (only for tests / a teacher already loaded).
         criterion: a :class:`DistillationLoss` (default: DiceCE + KL with T=2).
         feature_layers: ``{student module name: teacher module name}`` whose outputs are matched by MSE (e.g.
             ``{"encoders.4": "encoder.stages.3"}``); a trainable 1x1 convolution projects the student feature to the
@@ -172,14 +173,14 @@ class Distiller(nn.Module):
     ) -> None:
         super().__init__()
         if teacher_checkpoint is not None:
-            from .export import _load_weights
+            from .checkpoint import load_weights
 
             if not os.path.isfile(teacher_checkpoint):
                 raise UserInputError(
                     f"teacher checkpoint {teacher_checkpoint} not found; train the teacher bundle first and pass "
                     "--teacher_checkpoint PATH (its models/model.pt)"
                 )
-            _load_weights(teacher, teacher_checkpoint)
+            load_weights(teacher, teacher_checkpoint)
         self.criterion = criterion or DistillationLoss()
         self._student = [student]  # a list keeps the student out of this module's parameters / state dict
         self.teacher = teacher
@@ -200,14 +201,18 @@ class Distiller(nn.Module):
         if self.feature_layers:
             self._build_projections(student, probe_size)
         n_t = sum(p.numel() for p in teacher.parameters())
-        logger.info("distillation: frozen teacher %s (%s params), features %s", type(teacher).__name__, f"{n_t:,}",
-                    self.feature_layers or "off")
+        logger.info(
+            "distillation: frozen teacher %s (%s params), features %s",
+            type(teacher).__name__,
+            f"{n_t:,}",
+            self.feature_layers or "off",
+        )
 
     @property
     def student(self) -> nn.Module:
         return self._student[0]
 
-    def _saver(self, store: dict[str, torch.Tensor], key: str):  # noqa: ANN202
+    def _saver(self, store: dict[str, torch.Tensor], key: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if self._capturing:
                 store[key] = output[0] if isinstance(output, (list, tuple)) else output

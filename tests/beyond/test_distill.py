@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -57,7 +58,7 @@ def test_distiller_hook_runs_frozen_teacher_and_projects_features(tmp_path: Path
     torch.save({"model": teacher.state_dict()}, ckpt)  # resume-style checkpoint is accepted too
     fresh_teacher = create_model("ultralight_unet3d_s", out_channels=3)
     dist = Distiller(student, fresh_teacher, ckpt, DistillationLoss(feature_weight=1.0), {"encoders.4": "encoders.4"})
-    for a, b in zip(fresh_teacher.state_dict().values(), teacher.state_dict().values()):
+    for a, b in zip(fresh_teacher.state_dict().values(), teacher.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # weights loaded from the checkpoint
     assert not fresh_teacher.training and not any(p.requires_grad for p in fresh_teacher.parameters())
     proj = dist.projections["encoders_4"]
@@ -71,7 +72,7 @@ def test_distiller_hook_runs_frozen_teacher_and_projects_features(tmp_path: Path
     assert set(dist.criterion.last) == {"seg", "kd", "feature"} and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is None for p in fresh_teacher.parameters())
-    assert proj.weight.grad is not None and student.head.weight.grad is not None
+    assert proj.weight.grad is not None and student.head.weight.grad is not None  # type: ignore[union-attr]
     student.eval()
     with torch.no_grad():
         dist(student(x), y)  # eval: no teacher pass, segmentation loss only
@@ -80,6 +81,11 @@ def test_distiller_hook_runs_frozen_teacher_and_projects_features(tmp_path: Path
         Distiller(student, fresh_teacher, tmp_path / "missing.pt")
     with pytest.raises(UserInputError, match="no module 'nope'"):
         Distiller(student, fresh_teacher, None, feature_layers={"nope": "encoders.4"})
+    diverged = {k: v.clone() for k, v in teacher.state_dict().items()}
+    next(v for v in diverged.values() if v.is_floating_point()).fill_(float("nan"))
+    torch.save(diverged, tmp_path / "diverged.pt")
+    with pytest.raises(UserInputError, match="non-finite weights"):  # checkpoint rules of ultralight3d.checkpoint
+        Distiller(student, fresh_teacher, tmp_path / "diverged.pt")
 
 
 def _dataset(root: Path, n: int = 2, size: int = 32) -> Path:
@@ -104,15 +110,16 @@ def test_distillation_through_the_bundle_runner(tmp_path: Path) -> None:
     """train.json + distill.json run by MONAI's ConfigWorkflow: the student learns, the teacher does not change."""
     bundle = tmp_path / "bundles" / "custom_ultralight_unet3d"
     shutil.copytree(REPO_ROOT / "bundles" / "custom_ultralight_unet3d", bundle,
-                    ignore=shutil.ignore_patterns("runs", "*.pt"))  # fmt: skip
+                    ignore=shutil.ignore_patterns("runs", "*.pt", "model.json"))  # fmt: skip
     data = _dataset(tmp_path / "data")
     torch.manual_seed(1)
     teacher = create_model("ultralight_unet3d_s", in_channels=1, out_channels=2)
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    overrides = {
-        "dataset_dir": str(data), "patch_size": [32, 32, 32], "max_iterations": 2, "val_interval": 2,
-        "checkpoint_interval": 2, "num_workers": 0, "cache_rate": 0.0, "run_name": "distill", "sw_batch_size": 1,
+    overrides: dict[str, Any] = {
+        "bundle_root": str(bundle), "dataset_dir": str(data), "patch_size": [32, 32, 32], "max_iterations": 2,
+        "val_interval": 2, "checkpoint_interval": 2, "num_workers": 0, "cache_rate": 0.0, "run_name": "distill",
+        "sw_batch_size": 1,
         "variant": "t", "teacher_model_name": "ultralight_unet3d_s", "teacher_checkpoint": str(tmp_path / "teacher.pt"),
         "kd_temperature": 3.0,
     }  # fmt: skip
@@ -133,5 +140,7 @@ def test_distillation_through_the_bundle_runner(tmp_path: Path) -> None:
     for k, v in distiller.teacher.state_dict().items():  # frozen: weights and BN statistics unchanged
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(v, start[k]) for k, v in student.state_dict().items() if v.is_floating_point())
-    saved = torch.load(bundle / "runs" / "distill" / "model.pt", map_location="cpu")
+    saved = torch.load(bundle / "runs" / "distill" / "model.pt", map_location="cpu", weights_only=True)
     assert set(saved) == set(start)  # the checkpoint holds the student only (inference.json is unchanged)
+    card = json.loads((bundle / "models" / "model.json").read_text())
+    assert card["model_name"] == "ultralight_unet3d_t" and card["out_channels"] == 2  # the student's card
