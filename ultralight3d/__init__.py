@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import networks  # noqa: F401  (fills the registry)
 from .registry import ModelCfg, create_model, get_model_cfg, list_models, register_model
