@@ -251,12 +251,13 @@ def profile_models(
         cfg = get_model_cfg(name) if name not in PEERS else None
         params = sum(p.numel() for p in net.parameters()) / 1e6
         cube = (size,) * 3
-        if setting == "paper" and cfg is not None:  # the paper's own input: 96³ for the 3D papers, 256² for EGE-UNet
-            shape = (int(cfg.paper_settings.get("in_channels", 1)), *cfg.paper_input_size)
+        paper_2d = cfg is not None and len(cfg.paper_input_size) != 3
+        if setting == "paper" and cfg is not None:  # a 2D paper (EGE-UNet: 3x256²) is counted on its own input
+            shape = (int(cfg.paper_settings.get("in_channels", 1)), *(cfg.paper_input_size if paper_2d else cube))
         else:
             shape = (in_channels, *cube)
-        # a default row is held against the paper only when it runs on the paper's input size (not 3D vs 2D)
-        comparable = cfg is not None and (setting == "paper" or tuple(cfg.paper_input_size) == cube)
+        # a 3D default row is not held against a 2D paper's numbers
+        comparable = cfg is not None and (setting == "paper" or not paper_2d)
         row = ProfileRow(
             model=name,
             setting=setting,
