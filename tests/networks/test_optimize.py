@@ -18,6 +18,7 @@ from ultralight3d.networks.blocks import (
     MultiKernelInvertedResidual,
 )
 from ultralight3d.networks.layers.fuse import FusedConvNormAct, InplaceAct, fuse_modules, fuse_switches
+from ultralight3d.networks.layers.onednn import onednn_available
 from ultralight3d.networks.nets.ultralight_unet import UltraLightUNet
 from ultralight3d.networks.optimize import (
     OPTIMIZATIONS,
@@ -353,8 +354,9 @@ def test_rejects_bad_input_like_plain() -> None:
         fast.train()
 
 
-def test_other_models_channels_last_only() -> None:
-    """Non-UltraLightUNet models keep their modules; channels-last in, contiguous out, same logits."""
+def test_other_models_channels_last_and_onednn_convs_only() -> None:
+    """Non-UltraLightUNet models keep their class and forward; channels-last in, contiguous out, dense convs
+    through oneDNN (``onednn_conv``), same logits; without that switch nothing counts as optimised."""
     for net in (
         create_model("uxnet3d", feature_size=(8, 16, 32, 64), hidden_size=64),
         BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(4, 4, 8, 16, 32, 4)),
@@ -364,7 +366,8 @@ def test_other_models_channels_last_only() -> None:
         assert type(fast) is type(net) and fast is not net
         diff, _ = _compare(net, fast, x)
         assert diff < TOL
-        assert not is_optimized(fast)
+        assert is_optimized(fast) == onednn_available()
+        assert not is_optimized(optimize_for_inference(net, onednn_conv=False))
 
 
 def test_set_cpu_threads() -> None:

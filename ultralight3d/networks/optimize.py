@@ -20,6 +20,9 @@ copy of the model so that each of those costs is removed, each behind one switch
   channels (one full-size output written instead of two plus an add).
 * ``channels_last``: weights and activations in ``channels_last_3d`` (``channels_last`` in 2D) end to end; the input
   is converted once and the logits are returned in the default contiguous layout.
+* ``onednn_conv``: ungrouped 3x3(x3) convolutions run through oneDNN even at batch 1, where PyTorch's own rule
+  picks its much slower im2col path for small channel counts
+  (:mod:`~ultralight3d.networks.layers.onednn`; this is what pays for EGE-UNet, SegResNet and 3D UX-Net).
 * ``compile``: ``torch.compile`` (inductor; needs a C++ compiler, skipped with a warning when none is found).
 
 How it is built (timm's ``RepVitBlock.fuse()`` / ``reparameterize_model()`` pattern): each block that has a fused
@@ -70,6 +73,7 @@ from .layers.fuse import (
     fuse_switches,
     weights_to_channels_last,
 )
+from .layers.onednn import OneDNNConv2d, OneDNNConv3d, use_onednn_convs
 
 __all__ = [
     "OPTIMIZATIONS",
@@ -103,6 +107,7 @@ def optimize_for_inference(
     pointwise_matmul: bool = True,
     merge_skip: bool = True,
     channels_last: bool = True,
+    onednn_conv: bool = True,
     compile: bool = False,
     compile_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
@@ -128,6 +133,8 @@ def optimize_for_inference(
             the concatenated channels (needs ``pointwise_matmul``).
         channels_last: ``channels_last_3d`` weights and activations; input converted on entry, output returned
             contiguous.
+        onednn_conv: dense 3x3(x3) convolutions through oneDNN at any batch size (see
+            :mod:`~ultralight3d.networks.layers.onednn`).
         compile: wrap the result in ``torch.compile`` (skipped with a warning when no C++ compiler is found). The
             first call per input shape then compiles for tens of seconds.
         compile_kwargs: extra keyword arguments for ``torch.compile`` (default ``{"dynamic": False}``).
@@ -143,8 +150,11 @@ def optimize_for_inference(
         pointwise_matmul=pointwise_matmul,
         merge_skip=merge_skip,
         channels_last=channels_last,
+        onednn_conv=onednn_conv,
     )
     fast = fuse_modules(copy.deepcopy(model).eval(), **switches)
+    if switches["onednn_conv"]:
+        use_onednn_convs(fast)
     for p in fast.parameters():
         p.requires_grad_(False)
     if channels_last:
@@ -165,10 +175,14 @@ def optimize_for_inference(
 
 
 def is_optimized(model: nn.Module) -> bool:
-    """True for a module returned by :func:`optimize_for_inference` for an UltraLightUNet (a tree with fused
-    blocks; a ``torch.compile`` wrapper is looked through)."""
+    """True for a module returned by :func:`optimize_for_inference` that has a fast form: fused blocks
+    (UltraLightUNet) or oneDNN dense convolutions (EGE-UNet, SegResNet, 3D UX-Net); a ``torch.compile`` wrapper is
+    looked through."""
     root = getattr(model, "_orig_mod", model)
-    return isinstance(root, nn.Module) and any(isinstance(m, FusableModule) and m.fused for m in root.modules())
+    return isinstance(root, nn.Module) and any(
+        (isinstance(m, FusableModule) and m.fused) or isinstance(m, (OneDNNConv2d, OneDNNConv3d))
+        for m in root.modules()
+    )
 
 
 def set_cpu_threads(num_threads: int | None = None, interop_threads: int | None = None) -> int:

@@ -57,6 +57,7 @@ FUSE_SWITCHES: dict[str, bool] = {
     "pointwise_matmul": True,
     "merge_skip": True,
     "channels_last": True,
+    "onednn_conv": True,
 }
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
