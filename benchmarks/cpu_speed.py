@@ -53,6 +53,7 @@ from ultralight3d.utils import atomic_path, check_writable  # noqa: E402
 __all__ = ["main", "build_model", "measure_bandwidth", "layer_breakdown", "count_gmacs"]
 
 ULTRA = [f"ultralight_unet3d_{v}" for v in ("t", "s", "base", "m", "l")]
+TINY = ["egeunet3d"]
 PEERS = ["uxnet3d", "dynunet", "segresnet", "swinunetr"]
 QUICK = ["ultralight_unet3d_t", "ultralight_unet3d_base", "segresnet"]
 LABELS = {
@@ -61,6 +62,7 @@ LABELS = {
     "ultralight_unet3d_base": "UltraLightUNet3D-base",
     "ultralight_unet3d_m": "UltraLightUNet3D-M",
     "ultralight_unet3d_l": "UltraLightUNet3D-L",
+    "egeunet3d": "EGE-UNet3D",
     "uxnet3d": "3D UX-Net",
     "dynunet": "DynUNet (nnU-Net 96³ config)",
     "segresnet": "SegResNet (MONAI default)",
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--models", nargs="+", default=None, help=f"subset of {ULTRA + PEERS} (default: all)")
+    p.add_argument("--models", nargs="+", default=None, help=f"subset of {ULTRA + TINY + PEERS} (default: all)")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}, 2 repeats, predict on 128x128x96")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes per model (default 5)")
@@ -233,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = p.parse_args(argv)
 
-    models = args.models or (QUICK if args.quick else ULTRA + PEERS)
-    unknown = [m for m in models if m not in ULTRA + PEERS]
+    models = args.models or (QUICK if args.quick else ULTRA + TINY + PEERS)
+    unknown = [m for m in models if m not in ULTRA + TINY + PEERS]
     if unknown:
-        p.error(f"unknown model(s) {unknown}; choose from {ULTRA + PEERS}")
+        p.error(f"unknown model(s) {unknown}; choose from {ULTRA + TINY + PEERS}")
     repeats = 2 if args.quick and args.repeats == 5 else args.repeats
     volume_shape = tuple(args.volume) if args.volume else ((128, 128, 96) if args.quick else (256, 256, 128))
     if args.output:
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(f"- {name} skipped: {str(err).splitlines()[0]}")
             continue
         variants: list[tuple[str, nn.Module]] = [("plain", net)]
-        if name.startswith("ultralight"):
+        if name in ULTRA + TINY:
             variants.append(("optimised", optimize_for_inference(net)))
         for kind, model in variants:
             ts = _time_forward(model, x, repeats)

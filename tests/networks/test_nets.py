@@ -84,8 +84,9 @@ def test_torchscript_round_trip(name: str) -> None:
 def test_bad_spatial_size_and_channels(name: str) -> None:
     net = create_model(name, in_channels=2, out_channels=2).eval()
     div = get_model_cfg(name).divisor
-    with pytest.raises(ValueError, match=rf"multiple of {div}.*got \[40, 32, 32\]"):
-        net(torch.randn(1, 2, 40, 32, 32))
+    bad = 2 * div + div // 2  # not a multiple of the divisor
+    with pytest.raises(ValueError, match=rf"multiple of {div}.*got \[{bad}, 32, 32\]"):
+        net(torch.randn(1, 2, bad, 32, 32))
     with pytest.raises(ValueError, match="built for in_channels=2 but the input has 1 channels"):
         net(torch.randn(1, 1, 32, 32, 32))
     with pytest.raises(ValueError, match=r"got shape \[1, 2, 32, 32\]"):

@@ -270,8 +270,8 @@ class EGEUNet(nn.Module):
         deep_supervision: in training mode also return the five head outputs, resized to the input size
             (align_corners=True) and stacked as (B, 6, out_channels, *S): the final logits first, then the heads
             from the shallowest (R/2) to the deepest (R/32), as UltraLightUNet and MONAI's DynUNet do
-            (``torch.unbind(out, 1)`` gives the list ``DeepSupervisionLoss`` takes; its "exp" weights then favour
-            the shallow heads, as the paper's 0.5 ... 0.1 do). Needs ``mask_channels`` equal to ``out_channels``.
+            (``torch.unbind(out, 1)`` gives the list ``DeepSupervisionLoss`` takes; :attr:`supervision_weights`
+            holds the paper's weights for it). Needs ``mask_channels`` equal to ``out_channels``.
             In eval mode only the logits are returned. Defaults to False.
         map_size: edge of the GHPA learnable maps. Defaults to 8.
         dilations: GAB dilations, one per bridge group. Defaults to (1, 2, 5, 7).
@@ -293,6 +293,9 @@ class EGEUNet(nn.Module):
     """
 
     divisor = 32
+    #: loss weight of each slot of the deep-supervision output: 1 for the final logits, then the paper's
+    #: GT_BceDiceLoss weights 0.5 ... 0.1 from the shallowest head to the deepest (spec §4.3).
+    supervision_weights: tuple[float, ...] = (1.0, 0.5, 0.4, 0.3, 0.2, 0.1)
 
     def __init__(
         self,
@@ -429,7 +432,7 @@ def egeunet(**kwargs: Any) -> EGEUNet:
     return _create("paper", **kwargs)
 
 
-@register_model(ModelCfg(family="egeunet", variant="3d", divisor=32))
+@register_model(ModelCfg(family="egeunet", variant="3d", divisor=32, deep_supervision=True))
 def egeunet3d(**kwargs: Any) -> EGEUNet:
     """3D EGE-UNet, the paper's widths, one mask channel per class (so ``deep_supervision=True`` works for any
     number of classes); default patch 96³."""
