@@ -118,6 +118,8 @@ def _check_finished_run(run: Path, reference: Path) -> None:
     assert steps[f"val_mean_dice/{'_'.join(CLASS_NAMES[1].split())}"] == [2, 4, 6]
     loaded = load_all_checkpoints(run)  # every .pt left (hidden temporary files included) loads with weights_only
     assert set(loaded) == {"model.pt", f"checkpoint_final_iteration={TOTAL}.pt"}, sorted(loaded)
+    # a final checkpoint carries its model card; the card of a pruned checkpoint goes with it
+    assert sorted(p.name for p in run.glob("checkpoint*.json")) == [f"checkpoint_final_iteration={TOTAL}.json"]
     assert max_weight_difference(_final_weights(run), _final_weights(reference)) <= TOLERANCE
     ref_rows = (reference / "training_log.csv").read_text()
     assert (run / "training_log.csv").read_text() == ref_rows  # the same losses, step for step
@@ -169,6 +171,7 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_final_checkpoint_that_resumes(sc
     assert list(stopped["checkpoints"]) == ["checkpoint_final_iteration=3.pt"]  # iteration 3 finished, then stop
     assert stopped["checkpoints"]["checkpoint_final_iteration=3.pt"]["trainer"]["iteration"] == 3
     assert "FINISHED" not in stopped["files"]
+    assert "checkpoint_final_iteration=3.json" in stopped["files"]  # the stopped run's weights describe themselves
     out2 = scenarios["second"][name].output()
     assert scenarios["codes2"][name] == 0, out2[-4000:]
     assert "resumed from checkpoint_final_iteration=3.pt" in out2

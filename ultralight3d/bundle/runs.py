@@ -173,11 +173,15 @@ def find_resume_point(
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: str | os.PathLike) -> None:
-    """Delete every resume checkpoint of ``run_dir`` except ``keep`` (call only once ``keep`` is complete)."""
+    """Delete every resume checkpoint of ``run_dir`` except ``keep`` (call only once ``keep`` is complete), with
+    the model card a final checkpoint has beside it."""
+    from ..checkpoint import model_card_path
+
     keep = Path(keep).resolve()
     for _it, _final, path in checkpoint_files(run_dir):
         if path.resolve() != keep:
             path.unlink(missing_ok=True)
+            model_card_path(path).unlink(missing_ok=True)
 
 
 def _pick_run_dir(runs_dir: Path, run_name: str, resume: bool) -> Path:

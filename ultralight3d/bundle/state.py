@@ -459,6 +459,8 @@ class TrainingState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, overwrite=True) as tmp:
             self._write(state, tmp, it)
+        if final and self.model_card is not None:  # a stopped run's weights can be used without knowing the network
+            write_model_card(path, self.model_card.card(it, None, key_metric=self.key_metric))
         prune_checkpoints(self.run_dir, keep=path)
         logger.info(f"resume checkpoint {path.name} written")
         return path
