@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout: use its packag
     sys.path.insert(0, str(REPO))
 
 import ultralight3d  # noqa: E402
-from ultralight3d.inference.bundle_config import INFERENCE_TEMPLATE  # noqa: E402
+from ultralight3d.inference.bundle_config import CARD_FIELDS, INFERENCE_TEMPLATE, card_default  # noqa: E402
 from ultralight3d.labels import LabelTable, ctbl_text, label_csv_text  # noqa: E402
 from ultralight3d.transforms import get_protocol  # noqa: E402
 
@@ -240,11 +240,12 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "chaos_t2": {
         "train": dict(CPU_RECIPE),
         "trained_on": "UltraLightUNet3D-S (0.17 M parameters) trained from scratch on the CPU (2 cores, torch 2.13, "
-        "2026-12-01) with this bundle's train.json as shipped (the CPU recipe: 64x64x32 x 2 patches at 5 x 5 x 7.7 mm, "
-        "AdamW lr 3e-3, 800 iterations in 15 min 14 s) on 8 CHAOS T2-SPIR cases: fold 0 of `ultralight3d prepare "
-        "folder`'s 5 folds held out (cases 8 and 10 of the shared CHAOS copy). The weights are the final iteration "
-        "(validated once, at the end: no model selection on the held-out cases). Not trained on all 10 cases (no time "
-        "was left for that run). Weights licence: CC BY-SA 4.0, inherited from CHAOS.",
+        "2026-12-02) with this bundle's train.json as shipped (the CPU recipe: 64x64x32 x 2 patches at 5 x 5 x 7.7 mm, "
+        "AdamW lr 3e-3, 800 iterations; 15 min 14 s on a quiet machine, 27 min for this run on a shared one) on all "
+        "10 CHAOS T2-SPIR cases of the shared copy; the weights are the final iteration. The held-out metrics below "
+        "are those of the same recipe trained on 8 cases (fold 0 of `ultralight3d prepare folder`'s 5 folds held out: "
+        "cases 8 and 10; 800 iterations in 15 min 14 s; final weights, validated once at the end, no model selection "
+        "on the held-out cases). Weights licence: CC BY-SA 4.0, inherited from CHAOS.",
         "evaluation": "fold 0: the 2 held-out cases, `ultralight3d predict --bundle` (protocol post-processing: "
         "largest connected component per organ) then `ultralight3d evaluate` on the original 1.25 x 1.25 x 7.7 mm "
         "label grid",
@@ -296,8 +297,8 @@ SHIPPED: dict[str, dict[str, Any]] = {
 }
 
 IMPORTS = ["$import math", "$import os", "$import numpy", "$import torch", "$import monai", "$import ultralight3d",
-           "$import ultralight3d.bundle", "$import ultralight3d.bundle.user_errors", "$import ultralight3d.checkpoint",
-           "$import ultralight3d.transforms"]  # fmt: skip
+           "$import ultralight3d.bundle", "$import ultralight3d.bundle.loss", "$import ultralight3d.bundle.user_errors",
+           "$import ultralight3d.checkpoint", "$import ultralight3d.transforms"]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ protocol facts
@@ -408,9 +409,14 @@ def train_config(dataset: str, protocol: str, net: str) -> dict[str, Any]:
             "publish_overwrite": False,
             "is_main": True,
             "datalist": "$ultralight3d.bundle.load_split(@dataset_dir, @datalist_file, @fold, @split)",
-            "network_def": network_def(),
+            "deep_supervision": "$ultralight3d.bundle.loss.deep_supervision_default(@model_name)",
+            "network_def": {**network_def(), "deep_supervision": "@deep_supervision"},
             "network": "$@network_def.to(@device)",
-            "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+            "loss": {
+                "_target_": "ultralight3d.bundle.loss.DeepSupervisedLoss",
+                "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+                "weights": "$ultralight3d.bundle.loss.supervision_weights(@network)",
+            },  # fmt: skip
             "optimizer": {
                 "_target_": "torch.optim.AdamW",
                 "params": "$@network.parameters()",
@@ -747,15 +753,18 @@ def render_inference_config(protocol: str, model_name: str, **values: Any) -> di
     """``INFERENCE_TEMPLATE`` with ``protocol``, ``model_name`` and other top-level ids (``in_channels``,
     ``num_classes``, ``roi_size``, ``transform_params``, or new ones such as ``variant``) set.
 
-    New ids go right before ``model_name`` so the file reads top-down.
+    The ids a model card describes (``CARD_FIELDS``: protocol, channels, classes, network, patch size) are written as
+    :func:`~ultralight3d.inference.bundle_config.card_default` expressions: the card beside ``ckpt_path`` wins over
+    the value given here, a command-line override over both. New ids go right before ``model_name`` so the file
+    reads top-down.
 
     Args:
         protocol: transform protocol name (``ultralight3d.transforms``) or an expression, as in the bundle's train.json.
         model_name: registry name, or an expression such as ``"$'ultralight_unet3d_' + @variant"``.
     """
     cfg = copy.deepcopy(INFERENCE_TEMPLATE)
-    cfg["protocol"] = protocol
-    cfg["model_name"] = model_name
+    values = {"protocol": protocol, "model_name": model_name, **values}
+    values = {k: card_default(k, v) if k in CARD_FIELDS else v for k, v in values.items()}
     new = {k: v for k, v in values.items() if k not in cfg}
     cfg.update({k: v for k, v in values.items() if k in cfg})
     if new:
@@ -774,14 +783,17 @@ def write_inference_config(bundle_dir: str | os.PathLike, protocol: str, model_n
 
 
 def inference_config(dataset: str, protocol: str, net: str) -> dict[str, Any]:
+    """``configs/inference.json``: the template with the bundle's protocol, channels, classes, patch size and network
+    (``network_def`` as in train.json, built from the model card when ``ckpt_path`` has one)."""
     ids = protocol_ids(dataset, protocol)
+    infer_net = {k: v for k, v in network_def().items() if k != "_target_"}
     values: dict[str, Any] = {
         "imports": [*INFERENCE_TEMPLATE["imports"], "$import ultralight3d.bundle.user_errors"],
         "transform_params": ids.pop("transform_params"),
         **{k: v for k, v in ids.items() if k != "protocol"},
         **network_ids(dataset, protocol, train=False),
         "roi_size": _train_value(dataset, "patch_size", [96, 96, 96]),
-        "network_def": network_def(),
+        "network_def": {**INFERENCE_TEMPLATE["network_def"], **infer_net},
     }
     if NETWORKS[net]["variant"] is not None:
         values["variant"] = _train_value(dataset, "variant", NETWORKS[net]["variant"])
@@ -894,12 +906,13 @@ def shipped_section(dataset: str, name: str) -> str:
         m = ev["mean"]
         lines += [f"| **mean** | **{_num(m['dice'])}** | **{_num(m['hd95'], 1)}** | **{_num(m['nsd'])}** |", ""]
     lines += [
-        "Use it on your own scan (no `--checkpoint` / `--variant` needed: the card says what the network is):",
+        "Use it on your own scans (no `--ckpt_path` / `--variant` needed: the card says what the network is; see "
+        "[Infer](#infer)):",
         "",
         "```bash",
-        f"ultralight3d predict -i scan.nii.gz -o out/ --bundle bundles/{name}",
         f"python -m monai.bundle run --config_file bundles/{name}/configs/inference.json --dataset_dir scans/ "
         "--output_dir out/",
+        f"ultralight3d predict -i scans/ -o out/ --bundle bundles/{name}",
         "```",
         "",
     ]
@@ -980,6 +993,26 @@ def cpu_recipe_section() -> str:
     )
 
 
+def postprocessing_doc(protocol: str) -> str:
+    """The protocol's declared post-processing in words (README), e.g. ``largest connected component of cerebellum,
+    brainstem``."""
+    from ultralight3d.inference.postprocessing import rules_from_protocol
+
+    names = protocol_labels(protocol)
+    groups: dict[str, list[int]] = {}
+    for value, rule in sorted(rules_from_protocol(protocol).items()):
+        what = (["largest connected component"] if rule.largest_component else []) + (
+            [f"components under {rule.min_volume_ml:g} ml removed"] if rule.min_volume_ml else []
+        )
+        groups.setdefault(" and ".join(what), []).append(value)
+    foreground = sorted(v for v in names if v > 0)
+    parts = [
+        f"{what} of {'every class' if values == foreground else ', '.join(names.get(v, str(v)) for v in values)}"
+        for what, values in groups.items()
+    ]
+    return "; ".join(parts) if parts else "none declared"
+
+
 def readme(name: str) -> str:
     dataset, protocol, net = BUNDLES[name]
     template = (TOOLS / "bundle_readme_template.md").read_text(encoding="utf-8")
@@ -996,6 +1029,7 @@ def readme(name: str) -> str:
                       if nw["variant"] else "3D UX-Net has one size (53.0 M parameters)."),
         speed=CPU_SPEED.get(net, "see the package README"), split=ds["split_doc"],
         version=ultralight3d.__version__, shipped=shipped_section(dataset, name),
+        postprocessing=postprocessing_doc(protocol), first_class=labels[min(k for k in labels if k > 0)],
         patch=_patch(dataset), iterations=_iterations(dataset),
         num_samples=_train_value(dataset, "num_samples", 2), val_interval=_train_value(dataset, "val_interval", 500),
         cpu_recipe=(cpu_recipe_section() if dataset == "generic" else ""),

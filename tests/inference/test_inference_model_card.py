@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from ultralight3d import create_model
 from ultralight3d.checkpoint import ModelCard, read_model_card, write_model_card
@@ -36,8 +37,10 @@ def carded(tmp_path_factory) -> Path:
         bundle,
         ignore=shutil.ignore_patterns("runs", "*.pt", "*.onnx", "model.json"),
     )
-    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
-    assert (cfg["variant"], cfg["num_classes"]) == ("m", 2)
+    parser = ConfigParser()  # the bundle's own defaults (no model card)
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle), "ckpt_path": None})
+    assert (parser.get_parsed_content("variant"), parser.get_parsed_content("num_classes")) == ("m", 2)
     torch.manual_seed(0)
     net = create_model("ultralight_unet3d_s", spatial_dims=3, in_channels=1, out_channels=5)
     torch.save(net.state_dict(), bundle / "models" / "model.pt")

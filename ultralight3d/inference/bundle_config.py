@@ -1,5 +1,5 @@
 """Bundles for inference: the one loader of a bundle's configs (:func:`load_bundle`), and the ``configs/inference.json``
-template every bundle ships.
+template every bundle ships (:data:`INFERENCE_TEMPLATE`).
 
 :func:`load_bundle` is used by ``predict`` (:meth:`Predictor.from_bundle`), ``export`` and ``evaluate``: it merges the
 config files, applies ``{id: value}`` overrides, finds the weights and their model card (``models/model.json``,
@@ -7,15 +7,34 @@ config files, applies ``{id: value}`` overrides, finds the weights and their mod
 patch size from the card (an override contradicting the card is one clear error). Without a card the bundle config
 decides, as before.
 
-The config's ``predictor`` id builds :class:`ultralight3d.inference.Predictor`, ``evaluator`` wraps it in a
-:class:`PredictRunner` whose ``run()`` is the bundle's ``run``. MONAI's InferProperties ids (``bundle_root``,
-``device``, ``dataset_dir``, ``dataset``, ``evaluator``, ``network_def``, ``inferer``) and the model-zoo/Slicer ids
-(``datalist`` as a list of paths, ``output_dir``, ``dataloader#num_workers``) are all present.
+The template follows the model-zoo conventions, so ``python -m monai.bundle run --config_file
+configs/inference.json`` is the documented way to run a bundle and tools that drive bundles by their standard ids
+(MONAI Label's ``BundleInferTask``, model-zoo scripts) can use it:
+
+* ``imports``, ``bundle_root``, ``device``, ``ckpt_path`` (default ``models/model.pt``), ``dataset_dir``,
+  ``output_dir``; ``model_card`` (the card beside ``ckpt_path``), whose facts become the defaults of ``protocol``,
+  ``transform_params``, ``in_channels``, ``num_classes``, ``channels``, ``model_name`` and ``roi_size``
+  (:func:`card_default`);
+* ``network_def`` (from the card when present) and ``network`` (on ``device``);
+* ``preprocessing``: a ``Compose`` of ``loader`` (:class:`~ultralight3d.inference.workflow.LoadCased`, predict's
+  reader) followed by the transforms of :func:`ultralight3d.inference.build_preprocessing`, the one pipeline predict
+  uses too (its ``predictor`` gets ``strip_loaders(@preprocessing)``);
+* ``datalist`` (the cases of ``dataset_dir``, nnU-Net channel files grouped), ``dataset``, ``dataloader``;
+* ``inferer``: MONAI's ``SlidingWindowInferer`` with the roi size, overlap and Gaussian blending of predict;
+* ``postprocessing``: softmax, argmax, ``Invertd`` back onto the input grid, the protocol's
+  :class:`~ultralight3d.inference.PostprocessLabelsd` (``postprocessing_rules``) and ``writer``
+  (:class:`~ultralight3d.inference.workflow.WritePredictiond`, the files predict writes);
+* ``handlers``: MONAI's ``CheckpointLoader`` (``load_path: @ckpt_path``, ``load_dict: {model: @network}``), then the
+  CPU fast path (:class:`~ultralight3d.inference.workflow.OptimizeForInference`) and ``StatsHandler``;
+* ``evaluator``: MONAI's ``SupervisedEvaluator``; ``initialize`` checks settings, weights (one line naming
+  ``--ckpt_path``), threads and outputs before anything is computed; ``run`` is ``$@evaluator.run()``;
+* ``predictor``: the :class:`ultralight3d.inference.Predictor` that ``ultralight3d predict --bundle`` builds from the
+  same ids (``network_def``, ``preprocessing``, ``roi_size``, ``overlap`` ...).
 
 Run it like any model-zoo bundle::
 
     python -m monai.bundle run --config_file bundles/feta_ultralight_unet3d/configs/inference.json \\
-        --bundle_root bundles/feta_ultralight_unet3d --dataset_dir scans/ --output_dir out/
+        --dataset_dir scans/ --output_dir out/
 
 Example::
 
@@ -46,9 +65,45 @@ if TYPE_CHECKING:
 
     from .predictor import Predictor
 
-__all__ = ["INFERENCE_TEMPLATE", "LoadedBundle", "load_bundle", "code_expressions", "is_trusted_location"]
+__all__ = [
+    "CARD_FIELDS",
+    "INFERENCE_TEMPLATE",
+    "LoadedBundle",
+    "card_default",
+    "load_bundle",
+    "code_expressions",
+    "is_trusted_location",
+]
 
 logger = logging.getLogger("ultralight3d.inference")
+
+#: bundle id -> model-card field that sets its default when ``ckpt_path`` has a card (``models/model.json``).
+CARD_FIELDS: dict[str, str] = {
+    "protocol": "protocol",
+    "transform_params": "transform_params",
+    "in_channels": "in_channels",
+    "num_classes": "out_channels",
+    "channels": "channel_names",
+    "model_name": "model_name",
+    "roi_size": "patch_size",
+}
+
+_WORKFLOW = "ultralight3d.inference.workflow"
+
+
+def card_default(bundle_id: str, value: Any) -> str:
+    """The config value of a card-described id: the model card's fact when ``ckpt_path`` has a card, else
+    ``value`` (a JSON value, or a ``$`` expression); a command-line override replaces it and so wins over both.
+
+    Example::
+
+        >>> card_default("roi_size", [64, 64, 64])
+        "$ultralight3d.inference.workflow.card_value(@model_card, 'patch_size', [64, 64, 64])"
+    """
+    field = CARD_FIELDS[bundle_id]
+    expr = value[1:] if isinstance(value, str) and value.startswith("$") else repr(value)
+    return f"${_WORKFLOW}.card_value(@model_card, {field!r}, {expr})"
+
 
 INFERENCE_TEMPLATE: dict[str, Any] = {
     "imports": [
@@ -56,38 +111,68 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
         "$import torch",
         "$import ultralight3d",
         "$import ultralight3d.inference",
+        "$import ultralight3d.inference.predictor",
+        "$import ultralight3d.inference.preprocessing",
+        f"$import {_WORKFLOW}",
         "$import ultralight3d.bundle",
         "$import ultralight3d.transforms",
     ],
     "bundle_root": "$ultralight3d.bundle.find_bundle_root()",
     "device": "$ultralight3d.bundle.select_device()",
     "stitch_device": "auto",
+    "threads": None,
     "ckpt_path": "$@bundle_root + '/models/model.pt'",
+    "model_card": f"${_WORKFLOW}.read_card(@ckpt_path)",
     "onnx_path": "$@bundle_root + '/models/model.onnx'",
     "labels_file": "$@bundle_root + '/models/labels.csv'",
     "engine": "torch",
     "dataset_dir": "$@bundle_root + '/data'",
-    "datalist": "$ultralight3d.inference.list_inputs(@dataset_dir)",
     "output_dir": "$@bundle_root + '/eval'",
     "overwrite": False,
-    "protocol": "generic",
-    "transform_params": {},
-    "in_channels": 1,
-    "num_classes": 2,
-    "channels": "$ultralight3d.inference.channel_names(@protocol, @in_channels)",
-    "model_name": "ultralight_unet3d_base",
+    "seg_nrrd": True,
+    "dicom_seg": True,
+    "per_class": False,
+    "roi_subset": None,
+    "protocol": card_default("protocol", "generic"),
+    "transform_params": card_default("transform_params", {}),
+    "in_channels": card_default("in_channels", 1),
+    "num_classes": card_default("num_classes", 2),
+    "channels": card_default(
+        "channels", "$ultralight3d.inference.preprocessing.channel_names(@protocol, @in_channels)"
+    ),
+    "labels": f"${_WORKFLOW}.label_table(@model_card, @labels_file, @protocol)",
+    "model_name": card_default("model_name", "ultralight_unet3d_base"),
     "network_def": {
-        "_target_": "ultralight3d.create_model",
+        "_target_": f"{_WORKFLOW}.create_network",
+        "card": "@model_card",
         "model_name": "@model_name",
         "spatial_dims": 3,
         "in_channels": "@in_channels",
         "out_channels": "@num_classes",
     },
     "network": "$@network_def.to(@device)",
-    "preprocessing": (
-        "$ultralight3d.inference.build_preprocessing(@protocol, dict(@transform_params, in_channels=@in_channels))"
-    ),
-    "roi_size": [96, 96, 96],
+    "datalist": f"${_WORKFLOW}.find_inputs(@dataset_dir, @channels)",
+    "loader": {"_target_": f"{_WORKFLOW}.LoadCased", "keys": "image", "channels": "@channels"},
+    "preprocessing": {
+        "_target_": "Compose",
+        "transforms": (
+            "$[@loader] + list(ultralight3d.inference.preprocessing.build_preprocessing(@protocol, "
+            "dict(@transform_params, in_channels=@in_channels)).transforms)"
+        ),
+    },
+    "dataset": {
+        "_target_": "Dataset",
+        "data": f"${_WORKFLOW}.data_items(@datalist, @channels)",
+        "transform": "@preprocessing",
+    },
+    "dataloader": {
+        "_target_": "DataLoader",
+        "dataset": "@dataset",
+        "batch_size": 1,
+        "shuffle": False,
+        "num_workers": 0,
+    },
+    "roi_size": card_default("roi_size", [96, 96, 96]),
     "sw_batch_size": 2,
     "overlap": 0.5,
     "tta": False,
@@ -103,12 +188,72 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
         "sw_device": "@device",
         "progress": "@progress",
     },
+    "postprocessing_rules": f"${_WORKFLOW}.postprocessing_rules(@protocol, @labels, @num_classes)",
+    "writer": {
+        "_target_": f"{_WORKFLOW}.WritePredictiond",
+        "keys": "pred",
+        "output_dir": "@output_dir",
+        "labels": "@labels",
+        "num_classes": "@num_classes",
+        "seg_nrrd": "@seg_nrrd",
+        "dicom_seg": "@dicom_seg",
+        "per_class": "@per_class",
+        "roi_subset": "@roi_subset",
+        "overwrite": "@overwrite",
+        "model_name": "@model_name",
+        "run_info": {
+            "checkpoints": "$[str(@ckpt_path)]",
+            "roi_size": "@roi_size",
+            "overlap": "@overlap",
+            "sw_batch_size": "@sw_batch_size",
+            "tta": False,
+            "amp": "@amp",
+            "device": "$str(@device)",
+            "protocol": "@protocol",
+        },
+    },
+    "postprocessing": {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "image",
+                "nearest_interp": True,
+                "to_tensor": True,
+            },
+            {
+                "_target_": "ultralight3d.inference.postprocessing.PostprocessLabelsd",
+                "keys": "pred",
+                "rules": "@postprocessing_rules",
+            },
+            "@writer",
+        ],
+    },
+    "handlers": [
+        {"_target_": "CheckpointLoader", "load_path": "@ckpt_path", "load_dict": {"model": "@network"}},
+        {"_target_": f"{_WORKFLOW}.OptimizeForInference", "enabled": "@optimize", "device": "@device"},
+        {"_target_": "StatsHandler", "iteration_log": False},
+    ],
+    "evaluator": {
+        "_target_": "SupervisedEvaluator",
+        "device": "@device",
+        "val_data_loader": "@dataloader",
+        "network": "@network",
+        "inferer": "@inferer",
+        "postprocessing": "@postprocessing",
+        "val_handlers": "@handlers",
+        "amp": f"${_WORKFLOW}.use_amp(@amp, @device)",
+    },
     "predictor": {
         "_target_": "ultralight3d.inference.Predictor",
         "model": "$@network_def if @engine == 'torch' else @onnx_path",
         "checkpoint": "$@ckpt_path if @engine == 'torch' else None",
         "engine": "@engine",
-        "preprocessing": "@preprocessing",
+        "preprocessing": "$ultralight3d.inference.preprocessing.strip_loaders(@preprocessing)",
         "labels": "@labels_file",
         "channels": "@channels",
         "roi_size": "@roi_size",
@@ -124,16 +269,12 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
         "progress": "@progress",
         "protocol": "@protocol",
     },
-    "dataset": "$[{'image': p} for p in @datalist]",
-    "dataloader": {"num_workers": 0},
-    "evaluator": {
-        "_target_": "ultralight3d.inference.PredictRunner",
-        "predictor": "@predictor",
-        "datalist": "@datalist",
-        "output_dir": "@output_dir",
-        "overwrite": "@overwrite",
-    },
-    "initialize": [],
+    "initialize": [
+        f"${_WORKFLOW}.check_settings(@tta, @engine)",
+        f"${_WORKFLOW}.check_weights(@ckpt_path, @network_def)",
+        "$ultralight3d.inference.predictor.set_threads(@threads)",
+        "$@writer.check_outputs(@dataset#data)",
+    ],
     "run": ["$@evaluator.run()"],
     "finalize": [],
 }
@@ -432,9 +573,16 @@ def load_bundle(
     weights = onnx_path if engine == "onnxruntime" else ckpt_path
     card = read_model_card(weights) if weights is not None else None
     card_path = model_card_path(weights) if card is not None and weights is not None else None
+    hide_card = "model_card" in parser and "model_card" not in given
+    if hide_card:  # ids default to the card's facts (card_default): compare overrides with the bundle's own values
+        parser["model_card"] = None
     if card is not None and card_path is not None:
         _check_card(card, card_path, given, parser, source)
         _apply_card(parser, card, given)
+    if hide_card:  # the card of these weights (ckpt_path may be an ONNX file's card, or a --checkpoint)
+        parser["model_card"] = card
+        if card is not None and isinstance(parser.get("network_def"), dict) and "card" in parser["network_def"]:
+            parser["network_def#card"] = None  # network_def was overridden by id: build it as given
 
     labels: LabelTable | None = None
     card_labels = bool(card is not None and card.labels and "labels_file" not in given)

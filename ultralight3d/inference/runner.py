@@ -1,5 +1,9 @@
-"""Glue for ``configs/inference.json``: the ``evaluator`` id is a :class:`PredictRunner` whose ``run()`` calls the
-same :meth:`Predictor.predict` as the CLI (tools such as Slicer's MONAIbundle backend call ``evaluator.run()``)."""
+"""A runner that calls :meth:`Predictor.predict` from a config: ``PredictRunner(predictor, datalist, out).run()``.
+
+The bundles' own ``configs/inference.json`` no longer uses it: their ``evaluator`` is MONAI's ``SupervisedEvaluator``
+built from the model-zoo ids (:mod:`ultralight3d.inference.workflow`), whose ``run()`` writes the same files. It is
+kept for configs written against it; :func:`list_inputs` is kept for them too (bundles use
+:func:`ultralight3d.inference.workflow.find_inputs`, which also groups nnU-Net channel files)."""
 
 from __future__ import annotations
 
