@@ -21,11 +21,9 @@ Usage (from the repository root, on a quiet machine; ~5 min per setting)::
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -33,12 +31,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_common import (  # noqa: E402  (benchmarks/ is not a package)
+    PROTOCOL,
+    REPO,
+    bundle_args,
+    cpu_name,
+    csv_rows,
+    prepare,
+    torch_version,
+)
+
 BUNDLE = REPO / "bundles" / "custom_ultralight_unet3d"
 DATA = REPO.parent / "shared" / "data" / "chaos_t2"
-LABELS = "1=liver,2=right kidney,3=left kidney,4=spleen"
-PROTOCOL = "chaos_t2"
-CLI = "import sys; from ultralight3d.cli import main; sys.exit(main())"  # the `ultralight3d` command
 
 #: name: (description, bundle overrides). Protocol chaos_t2 (RAS, z-score on nonzero voxels, no flips); every setting
 #: names its spacing (the protocol's own default is the winner's).
@@ -67,48 +73,6 @@ COMMON = {"num_workers": 2, "cache_rate": 1.0, "checkpoint_interval": 100, "log_
           "check_labels": False}  # fmt: skip
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def prepare(data: Path, work: Path) -> Path:
-    """Symlink the cases of ``data`` (``image_N`` / ``label_N``) into ``work/data/imagesTr|labelsTr`` and prepare."""
-    root = work / "data"
-    for sub in ("imagesTr", "labelsTr"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for img in sorted(data.glob("image_*.nii.gz")):
-        case = "chaos_" + img.name[len("image_") : -len(".nii.gz")]
-        for sub, src in (("imagesTr", img), ("labelsTr", data / img.name.replace("image_", "label_"))):
-            link = root / sub / f"{case}.nii.gz"
-            if not link.is_symlink():
-                link.symlink_to(src)
-    if not (root / "datalist.json").is_file():
-        subprocess.run([sys.executable, "-c", CLI, "prepare", "folder", "--root", str(root), "--labels",
-                        LABELS, "--channels", "T2", "--name", "chaos_t2", "--protocol", PROTOCOL, "--quiet"],
-                       check=True)  # fmt: skip
-    return root
-
-
-def _args(overrides: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for k, v in overrides.items():
-        out += [f"--{k}", json.dumps(v).replace('"', "'") if isinstance(v, (dict, list)) else str(v)]
-    return out
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def train(name: str, overrides: dict[str, Any], data: Path, work: Path, budget: float, fold: int) -> dict[str, Any]:
     run_dir = work / "runs" / name
     log = work / f"train_{name}.log"
@@ -116,7 +80,7 @@ def train(name: str, overrides: dict[str, Any], data: Path, work: Path, budget: 
            "--bundle_root", str(BUNDLE), "--dataset_dir", str(data), "--protocol", PROTOCOL, "--fold", str(fold),
            "--runs_dir", str(work / "runs"), "--run_name", name, "--resume", "False", "--ckpt_dir", str(run_dir),
            "--max_iterations", "1000000", "--val_interval", "1000000",
-           *_args({**COMMON, **overrides})]  # fmt: skip
+           *bundle_args({**COMMON, **overrides})]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.time()
     with open(log, "w") as fh:
@@ -124,13 +88,13 @@ def train(name: str, overrides: dict[str, Any], data: Path, work: Path, budget: 
         first = None
         while proc.poll() is None:
             time.sleep(1.0)
-            if first is None and _rows(run_dir / "training_log.csv"):
+            if first is None and csv_rows(run_dir / "training_log.csv"):
                 first = time.time()
             if first is not None and time.time() - first >= budget:
                 proc.send_signal(signal.SIGTERM)
                 break
         rc = proc.wait(timeout=600)
-    rows = _rows(run_dir / "training_log.csv")
+    rows = csv_rows(run_dir / "training_log.csv")
     if first is None or not rows:
         raise RuntimeError(f"setting {name} did not train (exit {rc}); see {log}")
     iters = int(rows[-1]["iteration"])
@@ -153,7 +117,7 @@ def evaluate(name: str, overrides: dict[str, Any], data: Path, work: Path, fold:
            "--bundle_root", str(BUNDLE), "--dataset_dir", str(data), "--protocol", PROTOCOL, "--fold", str(fold),
            "--ckpt_path", str(ckpts[-1]), "--eval_dir", str(eval_dir), "--eval_overwrite", "True",
            "--runs_dir", str(work / "runs"), "--run_name", name,
-           *_args({**COMMON, **overrides, "num_workers": 0})]  # fmt: skip
+           *bundle_args({**COMMON, **overrides, "num_workers": 0})]  # fmt: skip
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -166,7 +130,7 @@ def report(work: Path, names: list[str], budget: float, out: Path, note: str = "
         "# CPU training recipe (CHAOS T2-SPIR, fold 0)",
         "",
         f"Written by `python benchmarks/cpu_recipe.py` on {dt.date.today().isoformat()}: {cpu_name()}, "
-        f"{os.cpu_count()} cores, torch {_torch_version()}. Generic bundle `custom_ultralight_unet3d` through the real "
+        f"{os.cpu_count()} cores, torch {torch_version()}. Generic bundle `custom_ultralight_unet3d` through the real "
         f"runner, protocol `chaos_t2` (RAS, z-score on nonzero voxels), fold 0 of `ultralight3d prepare folder`'s 5 "
         "folds: 8 training cases, 2 held-out cases (`chaos_10`, `chaos_8`). Each setting trains for the same wall "
         f"budget ({budget:g} s from its first iteration; caching before that is the 'startup' column), constant "
@@ -211,15 +175,6 @@ def report(work: Path, names: list[str], budget: float, out: Path, note: str = "
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return text
-
-
-def _torch_version() -> str:
-    try:
-        import torch
-
-        return torch.__version__
-    except ImportError:  # pragma: no cover
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
