@@ -11,6 +11,10 @@ Usage::
     python benchmarks/predict_cpu.py                       # full run (slow on a laptop: UX-Net takes many minutes)
     python benchmarks/predict_cpu.py --models ultralight_unet3d_base dynunet_nnunet
     python benchmarks/predict_cpu.py --quick               # smoke test: 64x64x48 volume, 32³ windows
+    python benchmarks/predict_cpu.py --models ultralight_unet3d_base --contention   # + a row beside a busy process
+
+``--contention`` runs each network a second time while another process keeps one core busy (``python -c 'while True:
+pass'``) and reports that run's total time and its ratio to the quiet run (issue 15: at most ~2.5x on 2 cores).
 
 Writes a Markdown table to ``benchmarks/results/predict_cpu.md`` (``predict_cpu_quick.md`` with ``--quick``).
 """
@@ -65,14 +69,16 @@ def _rss_mb() -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Run one network in this process and print one JSON line."""
+    """Run one network in this process and print one JSON line (threads as ``ultralight3d predict`` sets them)."""
+    from ultralight3d.cli.predict import thread_environment
+
+    os.environ.update(thread_environment())  # before torch is imported, as the CLI does
     import torch
 
-    from ultralight3d.inference import Predictor, build_preprocessing
+    from ultralight3d.inference import Predictor, build_preprocessing, set_threads
 
     torch.manual_seed(0)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads or None)
     net = build_network(args.worker)
     n_params = sum(p.numel() for p in net.parameters())
     rss_model = _rss_mb()
@@ -121,6 +127,11 @@ def _synthetic_volume(path: Path, shape: tuple[int, int, int]) -> None:
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
 
 
+def _busy_process() -> subprocess.Popen:
+    """Another process keeping one core busy (the contention row)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def _table(rows: list[dict], shape, args) -> str:
     base = next((r for r in rows if r["model"] == BASELINE), None)
     quick = " (QUICK SMOKE RUN on a tiny volume: not a benchmark)" if args.quick else ""
@@ -140,8 +151,9 @@ def _table(rows: list[dict], shape, args) -> str:
         "",
         "| network | params (M) | "
         + " | ".join(f"{s} (s)" for s in STAGES)
-        + " | total (s) | network share | peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |",
-        "|---|---:|" + "---:|" * len(STAGES) + "---:|---:|---:|---:|---:|",
+        + " | total (s) | network share | peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |"
+        + (" busy core: total (s) | slowdown |" if args.contention else ""),
+        "|---|---:|" + "---:|" * len(STAGES) + "---:|---:|---:|---:|---:|" + ("---:|---:|" if args.contention else ""),
     ]
     for r in rows:
         t = r["timings"]
@@ -152,8 +164,24 @@ def _table(rows: list[dict], shape, args) -> str:
             f"| {r['model']} | {r['params_m']:.3f} | "
             + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
             + f" | {r['wall_s']:.2f} | {share} | {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |"
+            + (f" {r['busy_wall_s']:.2f} | {r['busy_wall_s'] / r['wall_s']:.2f}x |" if "busy_wall_s" in r else "")
         )
+    if args.contention:
+        lines += [
+            "",
+            "busy core: the same run while another process (`python -c 'while True: pass'`) keeps one core busy; "
+            "slowdown = its total / the quiet total.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _run_worker(cmd: list[str]) -> dict | None:
+    """One worker subprocess; its JSON row, or None (stderr printed) when it failed."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--roi", type=int, default=96)
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--sw-batch-size", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: the default of ultralight3d predict)")
+    p.add_argument(
+        "--contention", action="store_true", help="also run each network beside a process keeping one core busy"
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 64x64x48 volume, 32³ windows")
     p.add_argument("--out", type=Path, default=None, help="Markdown output (default benchmarks/results/…)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -204,13 +235,23 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.threads),
             ]
             print(f"[{model}] running …", flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                return proc.returncode
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append(row)
+            row = _run_worker(cmd)
+            if row is None:
+                return 1
             print(f"[{model}] {row['wall_s']:.1f} s, peak RSS {row['peak_rss_mb'] / 1024:.2f} GB", flush=True)
+            if args.contention:
+                busy = _busy_process()
+                try:
+                    time.sleep(0.5)  # let it take its core
+                    busy_row = _run_worker(cmd)
+                finally:
+                    busy.kill()
+                    busy.wait()
+                if busy_row is None:
+                    return 1
+                row["busy_wall_s"] = busy_row["wall_s"]
+                print(f"[{model}] beside a busy core: {busy_row['wall_s']:.1f} s", flush=True)
+            rows.append(row)
     table = _table(rows, shape, args)
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = ["ModelCfg", "register_model", "create_model", "list_models", "get_model_cfg"]
 
@@ -36,6 +37,9 @@ class ModelCfg:
         paper_input_size: spatial input size of the paper's FLOPs (96³ for the 3D papers, 256² for 2D EGE-UNet).
         weights_url: URL of released weights (None: no weights released yet).
         weights_sha256: checksum of the released weights.
+        deep_supervision: what the bundles pass as the network's ``deep_supervision`` argument when training
+            (``True`` for networks whose paper trains with it, e.g. EGE-UNet); ``None``: not passed (the network
+            has no such argument or keeps its own default).
     """
 
     family: str
@@ -48,10 +52,25 @@ class ModelCfg:
     paper_input_size: tuple[int, ...] = (96, 96, 96)
     weights_url: str | None = None
     weights_sha256: str | None = None
+    deep_supervision: bool | None = None
 
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _CFGS: dict[str, ModelCfg] = {}
+_FILLED = False
+
+
+def _fill() -> None:
+    """Register every network family once, on the first lookup (importing :mod:`ultralight3d.networks` registers
+    them; ``import ultralight3d`` alone imports no torch)."""
+    global _FILLED
+    if not _FILLED:
+        _FILLED = True
+        try:
+            from . import networks  # noqa: F401
+        except BaseException:
+            _FILLED = False
+            raise
 
 
 def register_model(cfg: ModelCfg) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -69,6 +88,7 @@ def register_model(cfg: ModelCfg) -> Callable[[Callable[..., nn.Module]], Callab
 
 
 def _check_name(name: str) -> None:
+    _fill()
     if name not in _MODELS:
         raise ValueError(f"unknown model '{name}'. Registered models: {', '.join(list_models())}")
 
@@ -90,6 +110,7 @@ def create_model(model_name: str, **kwargs: Any) -> nn.Module:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted registered model names matching a shell-style ``pattern``."""
+    _fill()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "positive_float",
     "fraction",
     "variant_name",
+    "VARIANTS",
 ]
 
 
@@ -81,14 +82,15 @@ def fraction(text: str) -> float:
     return value
 
 
-def variant_name(text: str) -> str:
-    """argparse ``type=``: an UltraLightUNet3D variant registered as ``ultralight_unet3d_<variant>``."""
-    from ..registry import list_models
+#: the UltraLightUNet3D variants, registered as ``ultralight_unet3d_<variant>``: a static copy, so that parsing a
+#: command line imports no torch (``tests/test_startup.py`` checks it against the registry).
+VARIANTS = ("base", "l", "m", "s", "t")
 
-    prefix = "ultralight_unet3d_"
-    known = [n[len(prefix) :] for n in list_models(prefix + "*")]
-    if text not in known:
-        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose one of {', '.join(known)}")
+
+def variant_name(text: str) -> str:
+    """argparse ``type=``: an UltraLightUNet3D variant (one of :data:`VARIANTS`)."""
+    if text not in VARIANTS:
+        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose one of {', '.join(VARIANTS)}")
     return text
 
 

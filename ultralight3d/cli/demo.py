@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import run_demo
-
 __all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``demo`` subcommand."""
+    from ..demo import run_demo
+
     res = run_demo(
         args.output,
         iterations=args.iterations,

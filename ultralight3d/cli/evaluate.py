@@ -12,16 +12,27 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import lazy_exports
 from ..errors import UserInputError
-from ..evaluation import DEFAULT_TOLERANCE_MM, evaluate_cases, pair_files, protocol_label_map, resolve_class_names
-from ..evaluation.evaluate import OUTPUT_FILES, case_id_from_path
 from . import positive_float
+
+if TYPE_CHECKING:
+    from ..evaluation import pair_files, resolve_class_names
 
 __all__ = ["register", "run", "resolve_class_names", "pair_files"]
 
 logger = logging.getLogger(__name__)
+
+# What the help text states, without importing the evaluation modules (SimpleITK, MONAI metrics) for --help:
+# ultralight3d.evaluation.DEFAULT_TOLERANCE_MM and the file names of its OUTPUT_FILES (tests/test_startup.py checks
+# both). Runs use the evaluation module's own values.
+HELP_TOLERANCE_MM = 2.0
+HELP_OUTPUT_FILES = ("metrics_per_case.csv", "metrics.json", "metrics.md", "metrics_boxplot.png")
+
+_EXPORTS = {"ultralight3d.evaluation": ["pair_files", "resolve_class_names"]}  # kept importable from here
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def _model_facts(args: argparse.Namespace) -> tuple[str | None, Any, dict[str, Any]]:
@@ -56,6 +67,9 @@ def _model_facts(args: argparse.Namespace) -> tuple[str | None, Any, dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` subcommand."""
+    from ..evaluation import DEFAULT_TOLERANCE_MM, evaluate_cases, pair_files, protocol_label_map, resolve_class_names
+    from ..evaluation.evaluate import OUTPUT_FILES, case_id_from_path
+
     preds, labels = pair_files(args.pred, args.label)
     protocol, table, params = _model_facts(args)
     label_map = protocol_label_map(protocol, params)
@@ -70,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         labels,
         names,
         output,
-        tolerance_mm=args.tolerance,
+        tolerance_mm=DEFAULT_TOLERANCE_MM if args.tolerance is None else args.tolerance,
         overwrite=args.overwrite,
         resample=args.resample,
         plots=not args.no_plots,
@@ -96,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "over cases). A class absent from both maps is not scored; a missed class scores Dice 0 and its infinite "
         "HD95 is reported as empty (n/a) with a count. References in the dataset's original labels are mapped with "
         "the protocol's label_map first, as in training (--protocol, or the bundle's / model card's). Writes "
-        + ", ".join(OUTPUT_FILES.values())
+        + ", ".join(HELP_OUTPUT_FILES)
         + ".",
     )
     parser.add_argument(
@@ -135,8 +149,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tolerance",
         type=positive_float,
-        default=DEFAULT_TOLERANCE_MM,
-        help=f"surface-Dice tolerance in mm (default {DEFAULT_TOLERANCE_MM:g})",
+        default=None,
+        help=f"surface-Dice tolerance in mm (default {HELP_TOLERANCE_MM:g})",
     )
     parser.add_argument(
         "--resample",

@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 
 from . import fraction, positive_float, positive_int, variant_name
 
 __all__ = ["register", "run_predict"]
 
+#: device strings ``--device`` accepts (checked without importing torch, which must be imported only after the
+#: thread settings of :func:`run_predict`)
+_DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+
 
 def _device(text: str) -> str:
-    """argparse ``type=``: ``auto`` or a torch device string (``cpu``, ``cuda``, ``cuda:1``)."""
-    if text == "auto":
-        return text
-    import torch
-
-    try:
-        torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
+    """argparse ``type=``: ``auto`` or a torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``xpu``)."""
+    if text != "auto" and not _DEVICE_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N")
     return text
 
 
@@ -181,7 +181,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="CPU threads for the network (torch intra-op threads); default: the physical cores this process may use",
+        help="CPU threads for the network (torch intra-op threads). Default: the physical cores this process may "
+        "use, less those other processes kept busy while predict started (a shared core makes every operation wait "
+        "for the thread on it); idle OpenMP threads spin only briefly (GOMP_SPINCOUNT, unless OMP_WAIT_POLICY or "
+        "GOMP_SPINCOUNT is set)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_predict)
@@ -223,13 +226,20 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Build the predictor (bundle + overrides, or checkpoint(s) + model card), run it, return 0 when all cases
-    succeeded."""
-    from ..errors import UserInputError
-    from ..inference import Predictor, set_threads
-    from ..io import parse_channel_args
+    succeeded.
 
-    _check_args(args)
-    set_threads(args.threads)
+    The thread policy (:mod:`ultralight3d.inference.threads`) needs two things before torch is imported: a CPU
+    sample (the other processes' load is measured over the imports) and the OpenMP environment."""
+    from ..inference.threads import cpu_sample, set_threads, thread_environment
+
+    started = cpu_sample()
+    _check_args(args)  # one-line argument errors before the heavy imports
+    os.environ.update(thread_environment())
+    from ..errors import UserInputError
+    from ..inference.predictor import Predictor
+    from ..io.cases import parse_channel_args
+
+    set_threads(args.threads, since=started)
     checkpoints = list(args.checkpoint or [])
     checkpoint = checkpoints if len(checkpoints) > 1 else (checkpoints[0] if checkpoints else None)
     if args.bundle is None:

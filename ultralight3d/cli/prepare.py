@@ -10,9 +10,10 @@ from ..errors import UserInputError
 __all__ = ["parse_labels", "register", "run"]
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """``"1=liver,2=liver tumour"`` -> ``{"1": "liver", "2": "liver tumour"}``."""
-    out = {}
+def parse_labels(text: str) -> dict[int | str, str]:
+    """``"1=liver,2=liver tumour"`` -> ``{"1": "liver", "2": "liver tumour"}`` (the label table
+    :func:`ultralight3d.data.prepare_folder` takes)."""
+    out: dict[int | str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         value, sep, name = part.partition("=")
         if not sep or not value.strip().isdigit() or not name.strip():

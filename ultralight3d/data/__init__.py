@@ -15,8 +15,9 @@ Modules::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .. import lazy_exports
 from .datalist import (
     FOLD_SEED,
     NUM_FOLDS,
@@ -51,23 +52,22 @@ __all__ = [
     "resolve_item",
 ]
 
-_LAZY = {
-    "DatasetSummary": "finish",
-    "PrepareResult": "finish",
-    "format_summary": "finish",
-    "prepare_feta": "feta",
-    "prepare_folder": "folder",
-    "prepare_msd_prostate": "msd_prostate",
-    "prepare_synapse": "synapse",
-    "download_msd_prostate": "download",
-    "generate_phantom_dataset": "phantom",
-    "make_phantom_case": "phantom",
+if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers and editors
+    from .download import download_msd_prostate
+    from .feta import prepare_feta
+    from .finish import DatasetSummary, PrepareResult, format_summary
+    from .folder import prepare_folder
+    from .msd_prostate import prepare_msd_prostate
+    from .phantom import generate_phantom_dataset, make_phantom_case
+    from .synapse import prepare_synapse
+
+_EXPORTS = {
+    ".download": ["download_msd_prostate"],
+    ".feta": ["prepare_feta"],
+    ".finish": ["DatasetSummary", "PrepareResult", "format_summary"],
+    ".folder": ["prepare_folder"],
+    ".msd_prostate": ["prepare_msd_prostate"],
+    ".phantom": ["generate_phantom_dataset", "make_phantom_case"],
+    ".synapse": ["prepare_synapse"],
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

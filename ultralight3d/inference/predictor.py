@@ -52,6 +52,7 @@ from ..utils import check_writable
 from . import outputs, records
 from .postprocessing import Rules, override_rules, parse_rules, postprocess_label, rules_from_protocol, voxel_volume_ml
 from .preprocessing import default_preprocessing
+from .threads import default_threads, set_threads
 
 __all__ = [
     "Predictor",
@@ -72,37 +73,6 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load the weights of ``path`` into ``model``: :func:`ultralight3d.checkpoint.load_weights` (kept under this
     name for existing callers)."""
     return load_weights(model, path)
-
-
-def default_threads() -> int:
-    """Default intra-op threads for inference: the physical cores this process may run on (``psutil`` physical
-    core count, capped by the CPUs in the process's affinity mask, e.g. a container's or ``taskset``'s limit);
-    hyper-threads add little to convolution throughput and oversubscribe a shared machine."""
-    logical = os.cpu_count() or 1
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover  (macOS, Windows)
-        available = logical
-    physical: int | None = None
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover  (psutil absent)
-        physical = None
-    if physical is None or physical < 1:
-        physical = logical
-    per_core = max(1, round(logical / physical))
-    return max(1, min(physical, available // per_core if available >= per_core else available))
-
-
-def set_threads(threads: int | None) -> int:
-    """``torch.set_num_threads(threads or default_threads())``; returns the number set."""
-    n = int(threads) if threads else default_threads()
-    if n < 1:
-        raise UserInputError(f"--threads must be a positive integer, got {threads}")
-    torch.set_num_threads(n)
-    return n
 
 
 @dataclass
@@ -498,14 +468,20 @@ class Predictor:
 
     # ------------------------------------------------------------------ core
     def _forward(self, x: torch.Tensor, model: ModelLike | None = None) -> torch.Tensor:
-        """Network call with timing and autocast; returns float32 logits."""
+        """Network call with timing (and autocast on CUDA); returns float32 logits."""
         start = time.perf_counter()
         net = model if model is not None else self.models[0]
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp and x.device.type == "cuda"):
-            out = net(x.to(self.device))
+        if x.device != self.device:
+            x = x.to(self.device)
+        if self.amp and x.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = net(x)
+        else:
+            out = net(x)
         if isinstance(out, (list, tuple)):  # deep supervision: the full-resolution head comes first
             out = out[0]
-        out = out.float()
+        if out.dtype != torch.float32:
+            out = out.float()
         if out.device.type == "cuda":
             torch.cuda.synchronize(out.device)
         self._net_time += time.perf_counter() - start
@@ -533,6 +509,9 @@ class Predictor:
         """Softmax probabilities for a preprocessed image ``(C, X, Y, Z)`` -> ``(num_classes, X, Y, Z)``: the mean
         over the ensemble's networks and, with ``tta``, over flips.
 
+        The windows run under ``torch.inference_mode`` (no autograd bookkeeping per operation); the probabilities
+        come back as an ordinary tensor (the softmax is taken outside that mode), so callers may change them in place.
+
         Raises:
             UserInputError: ensemble members that predict different numbers of classes.
         """
@@ -551,21 +530,21 @@ class Predictor:
                 return self._forward(t, net)
 
             for dims in flips:
-                xin = torch.flip(x, dims) if dims else x
-                logits = inferer(xin, forward)
+                with torch.inference_mode():
+                    logits = inferer(torch.flip(x, dims) if dims else x, forward)
                 assert isinstance(logits, torch.Tensor)
                 if prob is not None and logits.shape[1] != prob.shape[1]:
                     raise UserInputError(
                         f"ensemble member {index + 1} predicts {logits.shape[1]} classes, member 1 {prob.shape[1]}; "
                         "each checkpoint must describe the same classes"
                     )
-                p = torch.softmax(logits.float(), dim=1)
+                p = torch.softmax(logits.float(), dim=1)  # outside inference mode: an ordinary tensor
                 if dims:
                     p = torch.flip(p, dims)
-                prob = p if prob is None else prob + p
+                prob = p if prob is None else prob.add_(p)
                 count += 1
         assert prob is not None
-        return (prob / count)[0]
+        return (prob.div_(count) if count > 1 else prob)[0]
 
     def predict_image(
         self, image: ImageData, return_probabilities: bool = False, postprocess: bool = True

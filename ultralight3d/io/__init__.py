@@ -12,32 +12,64 @@ Layering (each module imports only those above it)::
 
 from __future__ import annotations
 
-from .cases import CaseSpec, discover_cases, load_case, parse_channel_args
-from .dicom import DicomSeries, read_dicom_folder, read_series, scan_dicom, validate_series
-from .files import (
-    IMAGE_SUFFIXES,
-    NNUNET_CHANNEL_RE,
-    SEG_NRRD_SUFFIX,
-    channel_file_name,
-    is_hidden,
-    is_image_file,
-    list_image_files,
-    split_channel,
-    strip_image_suffix,
-)
-from .geometry import (
-    GRID_TOLERANCE,
-    ImageGeometry,
-    affine_to_lps,
-    check_orthonormal,
-    grid_mismatch,
-    read_geometry,
-    same_grid,
-    sitk_to_ras,
-)
-from .image import check_image, read_image
-from .volume import ImageData, nonfinite_count, sitk_image_to_data
+from typing import TYPE_CHECKING
 
+from .. import lazy_exports
+
+if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers and editors
+    from .cases import CaseSpec, discover_cases, load_case, parse_channel_args
+    from .dicom import DicomSeries, read_dicom_folder, read_series, scan_dicom, validate_series
+    from .files import (
+        IMAGE_SUFFIXES,
+        NNUNET_CHANNEL_RE,
+        SEG_NRRD_SUFFIX,
+        channel_file_name,
+        is_hidden,
+        is_image_file,
+        list_image_files,
+        split_channel,
+        strip_image_suffix,
+    )
+    from .geometry import (
+        GRID_TOLERANCE,
+        ImageGeometry,
+        affine_to_lps,
+        check_orthonormal,
+        grid_mismatch,
+        read_geometry,
+        same_grid,
+        sitk_to_ras,
+    )
+    from .image import check_image, read_image
+    from .volume import ImageData, nonfinite_count, sitk_image_to_data
+
+_EXPORTS = {
+    ".cases": ["CaseSpec", "discover_cases", "load_case", "parse_channel_args"],
+    ".dicom": ["DicomSeries", "read_dicom_folder", "read_series", "scan_dicom", "validate_series"],
+    ".files": [
+        "IMAGE_SUFFIXES",
+        "NNUNET_CHANNEL_RE",
+        "SEG_NRRD_SUFFIX",
+        "channel_file_name",
+        "is_hidden",
+        "is_image_file",
+        "list_image_files",
+        "split_channel",
+        "strip_image_suffix",
+    ],
+    ".geometry": [
+        "GRID_TOLERANCE",
+        "ImageGeometry",
+        "affine_to_lps",
+        "check_orthonormal",
+        "grid_mismatch",
+        "read_geometry",
+        "same_grid",
+        "sitk_to_ras",
+    ],
+    ".image": ["check_image", "read_image"],
+    ".volume": ["ImageData", "nonfinite_count", "sitk_image_to_data"],
+}
 __all__ = [
     "GRID_TOLERANCE",
     "IMAGE_SUFFIXES",
@@ -71,3 +103,4 @@ __all__ = [
     "strip_image_suffix",
     "validate_series",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

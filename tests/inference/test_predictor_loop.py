@@ -1,0 +1,79 @@
+"""Issue 15: the predictor's window loop computes what a bare MONAI sliding window computes over the same windows.
+
+The reference is the arithmetic of the loop before issue 15: ``sliding_window_inference`` under ``torch.no_grad``
+with the same (fast-path) network, Gaussian blending, then the softmax. Every faster loop keeps its probabilities
+within 1e-4 and so the label map.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from ultralight3d import create_model
+from ultralight3d.inference import Predictor
+
+ROI = (32, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("ultralight_unet3d_t", spatial_dims=3, in_channels=1, out_channels=3).eval()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    """An odd size that needs padding on one axis and uneven window steps on the others."""
+    return torch.randn(1, 48, 40, 29, generator=torch.Generator().manual_seed(1))
+
+
+def _reference(model: torch.nn.Module, image: torch.Tensor, sw_batch_size: int, overlap: float) -> torch.Tensor:
+    with torch.no_grad():
+        logits = sliding_window_inference(image[None], ROI, sw_batch_size, model, overlap=overlap, mode="gaussian")
+    return torch.softmax(logits, dim=1)[0]
+
+
+@pytest.mark.parametrize("sw_batch_size, overlap", [(1, 0.5), (2, 0.5), (3, 0.25)])
+def test_probabilities_match_a_bare_sliding_window(net, image, sw_batch_size, overlap):
+    predictor = Predictor(net, roi_size=ROI, sw_batch_size=sw_batch_size, overlap=overlap, device="cpu", progress=False)
+    assert predictor.fast_path
+    got = predictor.predict_probabilities(image)
+    want = _reference(predictor.model, image, sw_batch_size, overlap)  # type: ignore[arg-type]
+    assert got.shape == (3, *image.shape[1:])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    assert torch.equal(got.argmax(0), want.argmax(0))
+    assert predictor._net_time > 0  # the windows went through the timed forward
+
+
+def test_fast_loop_keeps_the_label_map_of_the_plain_path(net, image):
+    common = {"roi_size": ROI, "sw_batch_size": 2, "overlap": 0.5, "device": "cpu", "progress": False}
+    fast = Predictor(net, **common).predict_probabilities(image)
+    plain_predictor = Predictor(net, optimize=False, **common)
+    assert not plain_predictor.fast_path
+    plain = plain_predictor.predict_probabilities(image)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-4)
+    assert torch.equal(fast.argmax(0), plain.argmax(0))
+
+
+def test_probabilities_are_an_ordinary_tensor(net, image):
+    """The loop runs in inference mode, but what callers get back can be used like any tensor."""
+    predictor = Predictor(net, roi_size=ROI, device="cpu", progress=False)
+    prob = predictor.predict_probabilities(image)
+    assert not prob.is_inference() and not prob.requires_grad
+    before = prob.clone()
+    prob += 1.0  # in place, outside inference mode
+    torch.testing.assert_close(prob - 1.0, before)
+    torch.testing.assert_close(before.sum(0), torch.ones(image.shape[1:]), rtol=0, atol=1e-5)
+
+
+def test_tta_and_ensemble_are_means_over_the_same_loop(net, image):
+    common = {"roi_size": ROI, "sw_batch_size": 2, "device": "cpu", "progress": False}
+    single = Predictor(net, **common)
+    base = single.predict_probabilities(image)
+    flipped = _reference(single.model, torch.flip(image, (2,)), 2, 0.5)  # type: ignore[arg-type]
+    tta = Predictor(net, tta=True, tta_axes=(1,), **common).predict_probabilities(image)  # spatial axis 1 = dim 2
+    torch.testing.assert_close(tta, (base + torch.flip(flipped, (2,))) / 2, rtol=0, atol=1e-5)
+    pair = Predictor([net, net], **common).predict_probabilities(image)
+    torch.testing.assert_close(pair, base, rtol=0, atol=1e-6)
