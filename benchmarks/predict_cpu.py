@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from ultralight3d.profile import cpu_name
-
 MODELS = ["ultralight_unet3d_base", "ultralight_unet3d_m", "uxnet3d", "dynunet_nnunet"]
 BASELINE = "dynunet_nnunet"
 STAGES = ["read", "preprocess", "network", "stitch", "invert", "write"]
@@ -70,15 +68,16 @@ def _rss_mb() -> float:
 
 def worker(args: argparse.Namespace) -> None:
     """Run one network in this process and print one JSON line (threads as ``ultralight3d predict`` sets them)."""
-    from ultralight3d.cli.predict import thread_environment
+    from ultralight3d.inference.threads import cpu_sample, set_threads, thread_environment
 
-    os.environ.update(thread_environment())  # before torch is imported, as the CLI does
+    started = cpu_sample()  # the other processes' load is measured over the imports, as the CLI does
+    os.environ.update(thread_environment())  # before torch is imported
     import torch
 
-    from ultralight3d.inference import Predictor, build_preprocessing, set_threads
+    from ultralight3d.inference import Predictor, build_preprocessing
 
     torch.manual_seed(0)
-    set_threads(args.threads or None)
+    set_threads(args.threads or None, since=started)
     net = build_network(args.worker)
     n_params = sum(p.numel() for p in net.parameters())
     rss_model = _rss_mb()
@@ -133,6 +132,8 @@ def _busy_process() -> subprocess.Popen:
 
 
 def _table(rows: list[dict], shape, args) -> str:
+    from ultralight3d.profile import cpu_name  # imports torch: not at module level, which the workers also run
+
     base = next((r for r in rows if r["model"] == BASELINE), None)
     quick = " (QUICK SMOKE RUN on a tiny volume: not a benchmark)" if args.quick else ""
     lines = [
@@ -152,8 +153,8 @@ def _table(rows: list[dict], shape, args) -> str:
         "| network | params (M) | "
         + " | ".join(f"{s} (s)" for s in STAGES)
         + " | total (s) | network share | peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |"
-        + (" busy core: total (s) | slowdown |" if args.contention else ""),
-        "|---|---:|" + "---:|" * len(STAGES) + "---:|---:|---:|---:|---:|" + ("---:|---:|" if args.contention else ""),
+        + (" busy core: total (s) | threads | slowdown |" if args.contention else ""),
+        "|---|---:|" + "---:|" * (len(STAGES) + 5) + ("---:|" * 3 if args.contention else ""),
     ]
     for r in rows:
         t = r["timings"]
@@ -164,13 +165,18 @@ def _table(rows: list[dict], shape, args) -> str:
             f"| {r['model']} | {r['params_m']:.3f} | "
             + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
             + f" | {r['wall_s']:.2f} | {share} | {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |"
-            + (f" {r['busy_wall_s']:.2f} | {r['busy_wall_s'] / r['wall_s']:.2f}x |" if "busy_wall_s" in r else "")
+            + (
+                f" {r['busy_wall_s']:.2f} | {r['busy_threads']} | {r['busy_wall_s'] / r['wall_s']:.2f}x |"
+                if "busy_wall_s" in r
+                else ""
+            )
         )
     if args.contention:
         lines += [
             "",
-            "busy core: the same run while another process (`python -c 'while True: pass'`) keeps one core busy; "
-            "slowdown = its total / the quiet total.",
+            "busy core: the same run while another process (`python -c 'while True: pass'`) keeps one core busy, "
+            "with the torch threads `ultralight3d predict` chooses then (or `--threads`); slowdown = its total / the "
+            "quiet total.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     busy.wait()
                 if busy_row is None:
                     return 1
-                row["busy_wall_s"] = busy_row["wall_s"]
+                row["busy_wall_s"], row["busy_threads"] = busy_row["wall_s"], busy_row["threads"]
                 print(f"[{model}] beside a busy core: {busy_row['wall_s']:.1f} s", flush=True)
             rows.append(row)
     table = _table(rows, shape, args)

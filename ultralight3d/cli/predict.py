@@ -182,9 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="CPU threads for the network (torch intra-op threads). Default: the physical cores this process may "
-        "use, less those other processes kept busy while predict started (a shared core makes every operation wait "
-        "for the thread on it); idle OpenMP threads spin only briefly (GOMP_SPINCOUNT, unless OMP_WAIT_POLICY or "
-        "GOMP_SPINCOUNT is set)",
+        "use, less those other processes kept busy while predict started (a thread sharing its core makes every "
+        "operation wait for it). Idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless "
+        "OMP_WAIT_POLICY or GOMP_SPINCOUNT is set)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_predict)

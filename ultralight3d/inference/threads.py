@@ -6,12 +6,14 @@ The policy (issue 15; measurements in the issue's report and ``benchmarks/predic
   (:func:`available_cores`), minus the cores other processes kept busy while the command started
   (:func:`busy_cores`, from ``/proc/stat`` less this process's own CPU time over the same interval; no extra wait).
   Torch splits each operation evenly over its threads and waits for the slowest; a thread that shares its core with
-  another busy process runs at half speed or less, so every operation waits for it. One thread fewer than the cores
-  loses a little on an idle machine and avoids that many-fold slowdown on a busy one.
+  another busy process runs at half speed or less, so every operation waits for it. On 2 cores beside one busy
+  process, base's windows took 2.1-2.3x their idle time with 2 threads (and spinning waits), 1.1x the 1-thread time
+  with 1 thread; on an idle machine every core is used, as before.
 * **Wait policy.** Idle OpenMP threads spin-wait by default (GNU OpenMP: ~300,000 spins) and so take CPU from the
-  thread that is still working when a core is shared. :func:`thread_environment` gives the OpenMP settings that
-  ``ultralight3d predict`` puts in the environment before torch is imported (OpenMP reads them once, when torch
-  loads); a value the user set is kept.
+  thread that is still working when a core is shared. ``ultralight3d predict`` puts ``OMP_WAIT_POLICY=PASSIVE``
+  (:func:`thread_environment`) in the environment before torch is imported (OpenMP reads it once, when torch
+  loads): waiting threads sleep at once. That bounds the slowdown when contention starts after the thread count
+  was chosen, and costs nothing measurable on an idle machine; a wait policy the user set is kept.
 
 Nothing here imports torch at module level: the CLI calls :func:`cpu_sample` and :func:`thread_environment` before
 torch is imported.
@@ -37,8 +39,10 @@ __all__ = [
     "thread_environment",
 ]
 
-#: OpenMP settings ``ultralight3d predict`` applies before importing torch, unless already set in the environment.
-THREAD_ENVIRONMENT: dict[str, str] = {"GOMP_SPINCOUNT": "10000"}
+#: OpenMP settings ``ultralight3d predict`` applies before importing torch, unless the user set the wait policy
+#: (``OMP_WAIT_POLICY`` or GNU OpenMP's ``GOMP_SPINCOUNT``) already.
+THREAD_ENVIRONMENT: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def available_cores() -> int:
@@ -136,9 +140,9 @@ def set_threads(threads: int | None, since: CpuSample | None = None) -> int:
 
 
 def thread_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The entries of :data:`THREAD_ENVIRONMENT` that ``environ`` (default ``os.environ``) does not set yet, nor
-    overrides with ``OMP_WAIT_POLICY``; put them in ``os.environ`` before torch is imported."""
+    """:data:`THREAD_ENVIRONMENT`, or nothing when ``environ`` (default ``os.environ``) sets the wait policy itself
+    (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``); put it in ``os.environ`` before torch is imported."""
     env = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" in env:  # the user chose the policy; GOMP_SPINCOUNT would override it
+    if any(k in env for k in _WAIT_SETTINGS):
         return {}
-    return {k: v for k, v in THREAD_ENVIRONMENT.items() if k not in env}
+    return dict(THREAD_ENVIRONMENT)
