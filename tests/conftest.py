@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# the engines' cache (exported ONNX graphs, OpenVINO's compiled models) in a temporary folder, for this process and
+# the subprocesses tests start, never in the user's ~/.cache
+os.environ.setdefault("ULTRALIGHT3D_CACHE", tempfile.mkdtemp(prefix="ultralight3d-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -156,7 +156,7 @@ def test_monai_bundle_run_uses_same_path(bundle, tmp_path, phantom):
 def test_cpu_fast_path_is_default_and_equal_to_plain(bundle, phantom):
     from ultralight3d.networks.optimize import is_optimized
 
-    cpu = {"device": "$torch.device('cpu')", "progress": False}
+    cpu = {"device": "$torch.device('cpu')", "progress": False, "engine": "torch"}
     fast = Predictor.from_bundle(bundle, overrides=cpu)
     plain = Predictor.from_bundle(bundle, overrides={**cpu, "optimize": False})
     assert is_optimized(fast.model) and not is_optimized(plain.model)
@@ -257,12 +257,14 @@ def test_cli_inference_options(bundle, tmp_path, phantom):
             "--set",
             "overlap=0.75",
             "roi_size=[32, 32, 32]",
+            "--engine",
+            "torch",
             "--quiet",
         ]
     )
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert rc == 0 and (summary["overlap"], summary["roi_size"], summary["tta"]) == (0.75, [32, 32, 32], False)
-    assert summary["cpu_fast_path"] is True
+    assert summary["cpu_fast_path"] is True and summary["engine"] == "torch"
 
 
 def test_cli_onnxruntime_engine(bundle, tmp_path, phantom):

@@ -13,8 +13,10 @@ from monai.inferers import sliding_window_inference
 
 from ultralight3d import create_model
 from ultralight3d.inference import Predictor
+from ultralight3d.inference.engine_names import openvino_available
 
 ROI = (32, 32, 32)
+NEEDS_OV = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,17 @@ def _reference(model: torch.nn.Module, image: torch.Tensor, sw_batch_size: int, 
     return torch.softmax(logits, dim=1)[0]
 
 
-@pytest.mark.parametrize("sw_batch_size, overlap", [(1, 0.5), (2, 0.5), (3, 0.25)])
-def test_probabilities_match_a_bare_sliding_window(net, image, sw_batch_size, overlap):
-    predictor = Predictor(net, roi_size=ROI, sw_batch_size=sw_batch_size, overlap=overlap, device="cpu", progress=False)
-    assert predictor.fast_path
+@pytest.mark.parametrize(
+    "engine, sw_batch_size, overlap",
+    [("torch", 1, 0.5), ("torch", 2, 0.5), ("torch", 3, 0.25), pytest.param("openvino", 3, 0.25, marks=NEEDS_OV)],
+)
+def test_probabilities_match_a_bare_sliding_window(net, image, engine, sw_batch_size, overlap):
+    """The predictor's window loop against MONAI's bare sliding window over the same engine (for OpenVINO: the
+    compiled network, called with the full and the smaller last batch)."""
+    predictor = Predictor(
+        net, roi_size=ROI, sw_batch_size=sw_batch_size, overlap=overlap, device="cpu", progress=False, engine=engine
+    )
+    assert predictor.engine == engine and predictor.fast_path == (engine == "torch")
     got = predictor.predict_probabilities(image)
     want = _reference(predictor.model, image, sw_batch_size, overlap)  # type: ignore[arg-type]
     assert got.shape == (3, *image.shape[1:])
@@ -48,7 +57,14 @@ def test_probabilities_match_a_bare_sliding_window(net, image, sw_batch_size, ov
 
 
 def test_fast_loop_keeps_the_label_map_of_the_plain_path(net, image):
-    common = {"roi_size": ROI, "sw_batch_size": 2, "overlap": 0.5, "device": "cpu", "progress": False}
+    common = {
+        "roi_size": ROI,
+        "sw_batch_size": 2,
+        "overlap": 0.5,
+        "device": "cpu",
+        "progress": False,
+        "engine": "torch",
+    }
     fast = Predictor(net, **common).predict_probabilities(image)
     plain_predictor = Predictor(net, optimize=False, **common)
     assert not plain_predictor.fast_path

@@ -17,6 +17,7 @@ import json
 import os
 import re
 
+from ..inference.engine_names import ENGINES, PRECISIONS
 from . import fraction, positive_float, positive_int, variant_name
 
 __all__ = ["register", "run_predict"]
@@ -113,9 +114,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable float16 autocast on CUDA")
     p.add_argument(
         "--engine",
-        choices=["torch", "onnxruntime"],
+        choices=list(ENGINES),
         default=None,
-        help="torch (default) or onnxruntime (uses <bundle>/models/model.onnx or --checkpoint X.onnx)",
+        help="what runs the network: auto (default: OpenVINO on the CPU when installed, else torch), torch, openvino "
+        "(the network is exported to ONNX once and cached in ~/.cache/ultralight3d or $ULTRALIGHT3D_CACHE), or "
+        "onnxruntime (uses <bundle>/models/model.onnx or --checkpoint X.onnx)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default=None,
+        help="CPU arithmetic: fp32 (default; the plain path's logits to float32 rounding) or bf16 (bfloat16 where "
+        "the CPU has it: faster, logits differ by ~1e-3; check the label maps before relying on it)",
     )
     p.add_argument(
         "--plain",
@@ -235,6 +245,9 @@ def run_predict(args: argparse.Namespace) -> int:
     started = cpu_sample()
     _check_args(args)  # one-line argument errors before the heavy imports
     os.environ.update(thread_environment())
+    from ..inference.startup import import_monai_lean
+
+    import_monai_lean()  # MONAI without ignite, matplotlib, TensorBoard, scipy.signal: -2.5 s of start-up
     from ..errors import UserInputError
     from ..inference.predictor import Predictor
     from ..io.cases import parse_channel_args
@@ -262,6 +275,7 @@ def run_predict(args: argparse.Namespace) -> int:
             if v is not None
         }
         kwargs.update(tta=args.tta, amp=not args.no_amp, optimize=not args.plain, progress=not args.quiet)
+        kwargs.update({k: v for k, v in (("engine", args.engine), ("precision", args.precision)) if v is not None})
         predictor = Predictor.from_checkpoint(checkpoint, **kwargs)
         if args.variant and predictor.name != f"ultralight_unet3d_{args.variant}":
             raise UserInputError(
@@ -274,6 +288,7 @@ def run_predict(args: argparse.Namespace) -> int:
             "sw_batch_size": args.sw_batch_size,
             "roi_size": list(args.roi_size) if args.roi_size else None,
             "engine": args.engine,
+            "precision": args.precision,
             "tta": True if args.tta else None,
             "amp": False if args.no_amp else None,
             "optimize": False if args.plain else None,

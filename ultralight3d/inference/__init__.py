@@ -13,7 +13,7 @@ from .. import lazy_exports
 
 if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers and editors
     from .bundle_config import INFERENCE_TEMPLATE, LoadedBundle, code_expressions, is_trusted_location, load_bundle
-    from .engines import ONNX_META_KEY, OnnxRuntimeModel
+    from .engines import ONNX_META_KEY, OnnxRuntimeModel, OpenVINOModel
     from .outputs import (
         label_volumes_ml,
         write_class_masks,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers and editors
 
 _EXPORTS = {
     ".bundle_config": ["INFERENCE_TEMPLATE", "LoadedBundle", "code_expressions", "is_trusted_location", "load_bundle"],
-    ".engines": ["ONNX_META_KEY", "OnnxRuntimeModel"],
+    ".engines": ["ONNX_META_KEY", "OnnxRuntimeModel", "OpenVINOModel"],
     ".outputs": [
         "label_volumes_ml",
         "write_class_masks",
@@ -79,6 +79,7 @@ __all__ = [
     "ComponentRule",
     "LoadedBundle",
     "OnnxRuntimeModel",
+    "OpenVINOModel",
     "OutputOptions",
     "PostprocessLabels",
     "PostprocessLabelsd",

@@ -125,7 +125,8 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
     "model_card": f"${_WORKFLOW}.read_card(@ckpt_path)",
     "onnx_path": "$@bundle_root + '/models/model.onnx'",
     "labels_file": "$@bundle_root + '/models/labels.csv'",
-    "engine": "torch",
+    "engine": "auto",
+    "precision": "fp32",
     "dataset_dir": "$@bundle_root + '/data'",
     "output_dir": "$@bundle_root + '/eval'",
     "overwrite": False,
@@ -250,9 +251,10 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
     },
     "predictor": {
         "_target_": "ultralight3d.inference.Predictor",
-        "model": "$@network_def if @engine == 'torch' else @onnx_path",
-        "checkpoint": "$@ckpt_path if @engine == 'torch' else None",
+        "model": "$@network_def if @engine != 'onnxruntime' else @onnx_path",
+        "checkpoint": "$@ckpt_path if @engine != 'onnxruntime' else None",
         "engine": "@engine",
+        "precision": "@precision",
         "preprocessing": "$ultralight3d.inference.preprocessing.strip_loaders(@preprocessing)",
         "labels": "@labels_file",
         "channels": "@channels",
@@ -295,7 +297,7 @@ class LoadedBundle:
         parser: the MONAI ``ConfigParser`` with every override (and the card's values) applied.
         checkpoint: the torch weights (``ckpt_path``), None when the config sets none.
         onnx_path: the ONNX model (``onnx_path``), None when the config has none.
-        engine: ``"torch"`` or ``"onnxruntime"``.
+        engine: the ``engine`` id (``"auto"``, ``"torch"``, ``"openvino"`` or ``"onnxruntime"``).
         card: the model card of the weights, None when there is none.
         card_path: where the card was read from.
         model_name: registry name of the network.

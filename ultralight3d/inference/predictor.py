@@ -28,6 +28,7 @@ import datetime
 import itertools
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -68,6 +69,12 @@ ModelLike = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
 logger = logging.getLogger("ultralight3d.predict")
 
+#: ``engine="auto"`` runs a case with OpenVINO from this many window voxels on (per network and TTA pass; ~11
+#: windows of 96³). Measured on a 2-core AMD EPYC (issue 15): OpenVINO ran UltraLightUNet3D's windows (T, S, base;
+#: 64x64x32 to 96³) 1.7-2.2x faster than the torch fast path but spends ~0.3-0.5 s compiling each input shape;
+#: the saving repays that from about 6-12 M window voxels on.
+AUTO_OPENVINO_VOXELS = 10_000_000
+
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load the weights of ``path`` into ``model``: :func:`ultralight3d.checkpoint.load_weights` (kept under this
@@ -107,6 +114,8 @@ class CaseResult:
     status: str = "ok"
     postprocessing: dict[int, dict[str, int]] = field(default_factory=dict)
     statistics: list[dict[str, Any]] | None = None
+    #: the engine that ran this case's windows (``engine="auto"`` chooses per case)
+    engine: str = ""
 
     @property
     def ok(self) -> bool:
@@ -142,9 +151,9 @@ class Predictor:
     """Segment 3D volumes with a network (or an ensemble) and write Slicer/PACS-ready outputs on the input's grid.
 
     Args:
-        model: an ``nn.Module`` (``engine="torch"``), any callable ``model(x) -> logits`` (e.g.
-            :class:`ultralight3d.inference.engines.OnnxRuntimeModel`), a list of those (an ensemble), or with
-            ``engine="onnxruntime"`` the path of an ``.onnx`` file (run by that class). Input ``x`` is
+        model: an ``nn.Module``, any callable ``model(x) -> logits`` (e.g.
+            :class:`ultralight3d.inference.engines.OnnxRuntimeModel`), a list of those (an ensemble), or the path
+            of an ``.onnx`` file (run by OpenVINO or ONNX Runtime, see ``engine``). Input ``x`` is
             ``(B, C, X, Y, Z)``, logits ``(B, num_classes, X, Y, Z)``.
         preprocessing: invertible transforms on ``{"image": MetaTensor (C, X, Y, Z)}`` (no loaders; see
             :mod:`ultralight3d.inference.preprocessing`). Default: RAS + per-channel z-score.
@@ -162,7 +171,12 @@ class Predictor:
         amp: autocast float16 on CUDA.
         tta: flip test-time augmentation: average the softmax over every combination of flips along ``tta_axes``.
         inferer: a ready MONAI inferer (e.g. the bundle's ``@inferer``); overrides the sliding-window arguments.
-        engine: ``"torch"`` or ``"onnxruntime"``.
+        engine: what runs the forward passes (:mod:`ultralight3d.inference.engines`): ``"auto"`` (default:
+            OpenVINO on the CPU when installed, else torch; an ``.onnx`` path: OpenVINO, else ONNX Runtime),
+            ``"torch"``, ``"openvino"`` (a torch network is exported to ONNX once, cached) or ``"onnxruntime"``
+            (``.onnx`` paths only). Other callables run as they are.
+        precision: ``"fp32"`` (default) or ``"bf16"``: bfloat16 arithmetic on the CPU (OpenVINO's inference
+            precision, or torch's CPU autocast); faster where the CPU has bf16 instructions, logits differ by ~1e-3.
         optimize: on the CPU, run a torch network through
             :func:`ultralight3d.networks.optimize.optimize_for_inference` (same logits, several times faster for
             UltraLightUNet; channels-last layout for other networks). Default True.
@@ -193,7 +207,8 @@ class Predictor:
         tta: bool = False,
         tta_axes: Sequence[int] = (0, 1, 2),
         inferer: Inferer | None = None,
-        engine: str = "torch",
+        engine: str = "auto",
+        precision: str = "fp32",
         optimize: bool = True,
         name: str = "ultralight3d",
         progress: bool = True,
@@ -205,8 +220,14 @@ class Predictor:
         self.device = _device(device)
         self.stitch_device = stitch_device
         self.stitch_limit_gb = float(stitch_limit_gb)
-        if engine not in ("torch", "onnxruntime"):
-            raise UserInputError(f"engine must be 'torch' or 'onnxruntime', got {engine!r}")
+        from .engines import ENGINES, PRECISIONS
+
+        if engine not in ENGINES:
+            raise UserInputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if precision not in PRECISIONS:
+            raise UserInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.roi_size = tuple(int(r) for r in roi_size)
         checkpoints: list[str | os.PathLike | None]
         if checkpoint is None or isinstance(checkpoint, (str, os.PathLike)):
             checkpoints = [checkpoint]
@@ -222,8 +243,17 @@ class Predictor:
             # one network and several checkpoints: an ensemble of copies
             members = [model] + [copy.deepcopy(model) for _ in checkpoints[1:]]
         self.checkpoints = [str(c) for c in checkpoints if c is not None]
-        self.models: list[ModelLike] = [self._prepare(m, c, engine, optimize) for m, c in zip(members, checkpoints)]
-        self.engine = engine
+        #: engine "auto": the plain networks OpenVINO compiles when a case has enough work, and their compiled forms
+        self._auto_plain: list[nn.Module] = []
+        self._auto_openvino: list[ModelLike] | None = None
+        prepared = [self._prepare(m, c, engine, optimize) for m, c in zip(members, checkpoints)]
+        self.models: list[ModelLike] = [m for m, _ in prepared]
+        if len(self._auto_plain) != len(self.models):
+            self._auto_plain = []
+        #: the engine that runs the networks (``"torch"``, ``"openvino"``, ``"onnxruntime"``; "+"-joined if mixed;
+        #: ``"auto"``: OpenVINO or the torch fast path, chosen per case by :meth:`_models_for`)
+        self.engine = "auto" if self._auto_plain else "+".join(sorted({e for _, e in prepared})) or engine
+        self._case_engine = self.engine
         self.fast_path = False
         if self.models and all(isinstance(m, nn.Module) for m in self.models):
             from ..networks.optimize import is_optimized
@@ -232,7 +262,6 @@ class Predictor:
         self.preprocessing = preprocessing if preprocessing is not None else default_preprocessing()
         self.labels = labels if isinstance(labels, LabelTable) or labels is None else read_label_table(labels)
         self.channels = [str(c) for c in channels]
-        self.roi_size = tuple(int(r) for r in roi_size)
         self.sw_batch_size = int(sw_batch_size)
         self.overlap = float(overlap)
         self.mode = mode
@@ -252,24 +281,52 @@ class Predictor:
         if protocol:
             self.use_protocol(protocol)
 
-    def _prepare(self, model: Any, checkpoint: str | os.PathLike | None, engine: str, optimize: bool) -> ModelLike:
-        if engine == "onnxruntime" and isinstance(model, (str, os.PathLike)):
-            from .engines import OnnxRuntimeModel, onnx_providers
+    def _prepare(
+        self, model: Any, checkpoint: str | os.PathLike | None, engine: str, optimize: bool
+    ) -> tuple[ModelLike, str]:
+        """One network ready to run and the engine that runs it (see ``engine`` in the class docstring)."""
+        from . import engines
 
-            model = OnnxRuntimeModel(model, onnx_providers(self.device), num_threads=torch.get_num_threads())
+        threads = torch.get_num_threads()
         if isinstance(model, (str, os.PathLike)):
-            raise UserInputError(f"model {model} is a file path; pass engine='onnxruntime' for an .onnx file")
-        if isinstance(model, nn.Module):
+            if engine in ("auto", "openvino") and self.device.type == "cpu" and engines.openvino_available():
+                return engines.OpenVINOModel(model, threads, self.precision), "openvino"
+            if engine in ("auto", "onnxruntime"):
+                onnx = engines.OnnxRuntimeModel(model, engines.onnx_providers(self.device), num_threads=threads)
+                return onnx, "onnxruntime"
+            engines.resolve_engine(engine, self.device, None)  # openvino without the package or on a GPU: its error
+            raise UserInputError(
+                f"model {model} is a file path; an .onnx file runs with engine 'auto', 'openvino' or 'onnxruntime'"
+            )
+        if not isinstance(model, nn.Module):
             if checkpoint is not None:
-                load_weights(model, checkpoint)
-            model = model.to(self.device).eval()
-            if optimize and self.device.type == "cpu":
-                from ..networks.optimize import optimize_for_inference
+                raise UserInputError("a checkpoint can only be loaded into a torch network (engine 'torch')")
+            return model, "torch"
+        if checkpoint is not None:
+            load_weights(model, checkpoint)
+        model = model.to(self.device).eval()
+        chosen = engines.resolve_engine(engine, self.device, model)
+        if chosen == "openvino" and engine == "auto":  # chosen per case by the work (see _models_for)
+            self._auto_plain.append(model)
+            chosen = "torch"
+        if chosen == "onnxruntime":
+            raise UserInputError(
+                "engine 'onnxruntime' runs exported .onnx files (`ultralight3d export`); for a torch network use "
+                "'auto', 'openvino' or 'torch'"
+            )
+        if chosen == "openvino":
+            try:
+                path = engines.cached_onnx(model, self.roi_size)
+                return engines.OpenVINOModel(path, threads, self.precision), "openvino"
+            except Exception as err:  # 'auto' falls back to torch; an explicit request reports it
+                if engine == "openvino":
+                    raise UserInputError(f"OpenVINO cannot run {type(model).__name__}: {err}") from err
+                logger.warning("OpenVINO unavailable for %s (%s); running torch", type(model).__name__, err)
+        if optimize and self.device.type == "cpu":
+            from ..networks.optimize import optimize_for_inference
 
-                model = optimize_for_inference(model)
-        elif checkpoint is not None:
-            raise UserInputError("a checkpoint can only be loaded into a torch network (engine 'torch')")
-        return model
+            model = optimize_for_inference(model)
+        return model, "torch"
 
     @property
     def model(self) -> ModelLike:
@@ -374,6 +431,12 @@ class Predictor:
                     f"ensemble: {who(first)} was trained with preprocessing {first.preprocessing_key} but "
                     f"{who(other)} with {other.preprocessing_key}; ensemble only checkpoints of one protocol"
                 )
+            auto = bool(first._auto_plain) and bool(other._auto_plain)
+            first._auto_plain = first._auto_plain + other._auto_plain if auto else []
+            first._auto_openvino = None
+            used = {"torch" if p.engine == "auto" else p.engine for p in (first, other)}  # auto members: torch here
+            first.engine = "auto" if auto else "+".join(sorted(used))
+            first._case_engine = first.engine
             first.models.extend(other.models)
             first.checkpoints.extend(other.checkpoints)
             first.fast_path = first.fast_path and other.fast_path
@@ -421,7 +484,8 @@ class Predictor:
         channels, class table, protocol (pre-processing and its post-processing/terminology) and patch size.
 
         Args:
-            checkpoint: ``model.pt`` written by training, or an exported ``model.onnx`` (run with ONNX Runtime),
+            checkpoint: ``model.pt`` written by training, or an exported ``model.onnx`` (run by OpenVINO or ONNX
+                Runtime),
                 with ``model.json`` beside it; several: an ensemble (softmax mean), each must describe the same
                 classes.
             kwargs: other :class:`Predictor` arguments (``sw_batch_size``, ``overlap``, ``device``, ``tta`` ...);
@@ -455,7 +519,11 @@ class Predictor:
             values["roi_size"] = tuple(int(s) for s in card.patch_size)
         values.update(kwargs)
         if checkpoint.suffix.lower() == ".onnx":
-            pred = cls(checkpoint, engine="onnxruntime", **values)
+            if values.get("engine") == "torch":
+                raise UserInputError(
+                    f"{checkpoint} is an ONNX model; run it with --engine auto, openvino or onnxruntime"
+                )
+            pred = cls(checkpoint, **values)
             pred.checkpoints = [str(checkpoint)]
         else:
             net = create_model(
@@ -475,6 +543,9 @@ class Predictor:
             x = x.to(self.device)
         if self.amp and x.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
+                out = net(x)
+        elif self.precision == "bf16" and x.device.type == "cpu" and isinstance(net, nn.Module):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = net(x)
         else:
             out = net(x)
@@ -504,6 +575,41 @@ class Predictor:
             progress=self.progress,
         )
 
+    def window_voxels(self, spatial_shape: Sequence[int], passes: int = 1) -> int:
+        """Voxels the sliding window feeds the network for an image of ``spatial_shape`` (per network): windows
+        (MONAI's grid: ``ceil((size - roi) / int(roi * (1 - overlap))) + 1`` per axis, 1 where the image is not larger
+        than the ROI) x ROI voxels x ``passes`` (TTA flips)."""
+        windows = 1
+        for size, roi in zip(spatial_shape, self.roi_size):
+            step = max(int(roi * (1 - self.overlap)), 1)
+            windows *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
+        return windows * math.prod(self.roi_size) * passes
+
+    def _models_for(self, spatial_shape: Sequence[int], passes: int) -> list[ModelLike]:
+        """The networks that run one case. With ``engine="auto"`` on the CPU: OpenVINO when the case feeds the
+        network at least :data:`AUTO_OPENVINO_VOXELS` window voxels (where its ~2x faster windows repay compiling
+        the graph, ~0.3-0.5 s per input shape), else the torch fast path; OpenVINO is compiled on first use and kept,
+        and if it cannot run the network the torch fast path is used from then on (one warning)."""
+        self._case_engine = "torch" if self._auto_plain else self.engine
+        if not self._auto_plain or self.window_voxels(spatial_shape, passes) < AUTO_OPENVINO_VOXELS:
+            return self.models
+        if self._auto_openvino is None:
+            from . import engines
+
+            try:
+                self._auto_openvino = [
+                    engines.OpenVINOModel(
+                        engines.cached_onnx(m, self.roi_size), torch.get_num_threads(), self.precision
+                    )
+                    for m in self._auto_plain
+                ]
+            except Exception as err:  # the torch fast path still runs every case
+                logger.warning("OpenVINO unavailable (%s); running the torch fast path", str(err).splitlines()[0])
+                self._auto_plain = []
+                return self.models
+        self._case_engine = "openvino"
+        return self._auto_openvino
+
     @torch.no_grad()
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities for a preprocessed image ``(C, X, Y, Z)`` -> ``(num_classes, X, Y, Z)``: the mean
@@ -524,7 +630,7 @@ class Predictor:
             flips += [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
         prob: torch.Tensor | None = None
         count = 0
-        for index, model in enumerate(self.models):
+        for index, model in enumerate(self._models_for(x.shape[2:], len(flips))):
 
             def forward(t: torch.Tensor, net: ModelLike = model) -> torch.Tensor:
                 return self._forward(t, net)
@@ -565,6 +671,7 @@ class Predictor:
         prob = self.predict_probabilities(data["image"])
         t2 = time.perf_counter()
         res.timings["network"] = self._net_time
+        res.engine = self._case_engine
         res.num_classes = int(prob.shape[0])
         res.timings["stitch"] = max(t2 - t1 - self._net_time, 0.0)
         label = torch.argmax(prob, dim=0, keepdim=True).to(torch.float32).cpu()
@@ -654,6 +761,7 @@ class Predictor:
         return {
             "model": self.name,
             "engine": self.engine,
+            "precision": self.precision,
             "ensemble_size": len(self.models),
             "checkpoints": list(self.checkpoints),
             "roi_size": list(self.roi_size),
@@ -873,6 +981,7 @@ class Predictor:
             "postprocessing": {str(k): v for k, v in res.postprocessing.items()},
             "roi_subset": subset,
             "model": self.name,
+            "engine": res.engine,
             "ensemble_size": len(self.models),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": socket.gethostname(),

@@ -563,11 +563,12 @@ class OptimizeForInference:
         engine.network = optimize_for_inference(self._plain)
 
 
-def check_settings(tta: Any = False, engine: str = "torch") -> None:
+def check_settings(tta: Any = False, engine: str = "auto") -> None:
     """``initialize`` check: settings that only ``ultralight3d predict`` implements.
 
     Raises:
-        UserInputError: ``tta`` on, or an engine other than torch (one line with the command that does it).
+        UserInputError: ``tta`` on, or an engine other than torch/auto (the MONAI runner runs the torch network;
+            one line with the command that does it).
     """
     from ..bundle.settings import as_bool
 
@@ -576,9 +577,10 @@ def check_settings(tta: Any = False, engine: str = "torch") -> None:
             "--tta: flip test-time augmentation is run by `ultralight3d predict --bundle DIR --tta`; "
             "python -m monai.bundle run runs the plain sliding window: drop --tta"
         )
-    if str(engine) != "torch":
+    if str(engine) not in ("auto", "torch"):
         raise UserInputError(
-            f"--engine {engine}: ONNX Runtime is run by `ultralight3d predict --bundle DIR --engine onnxruntime`; "
+            f"--engine {engine}: OpenVINO and ONNX Runtime are run by `ultralight3d predict --bundle DIR --engine "
+            f"{engine}`; "
             "python -m monai.bundle run runs the torch weights of --ckpt_path: drop --engine"
         )
 
