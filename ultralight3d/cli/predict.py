@@ -128,6 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the CPU has it: faster, logits differ by ~1e-3; check the label maps before relying on it)",
     )
     p.add_argument(
+        "--crop-foreground",
+        action="store_true",
+        help="run the sliding window only over the foreground's bounding box (CT: the body, not the air around it; "
+        "background outside); less work, and the labels can differ near the box's edge",
+    )
+    p.add_argument(
         "--plain",
         action="store_true",
         help="run the plain network modules instead of the CPU fast path (same logits, slower)",
@@ -300,6 +306,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.device:
             overrides["device"] = f"$torch.device({args.device!r})" if args.device != "auto" else None
         predictor = Predictor.from_bundle(args.bundle, checkpoint=checkpoint, overrides=overrides)
+    predictor.crop_foreground = bool(args.crop_foreground)
     if args.no_postprocessing or args.largest_component is not None or args.min_volume_ml is not None:
         largest = None if args.largest_component is None else (args.largest_component or True)
         predictor.set_postprocessing(largest, args.min_volume_ml, enabled=not args.no_postprocessing)

@@ -5,13 +5,14 @@ network compiled by OpenVINO for the CPU, each callable like a network (``model(
   optimize_for_inference`).
 * ``openvino``: :class:`OpenVINOModel`, the network's ONNX graph compiled by OpenVINO's CPU plugin. For a torch
   network the graph is exported once and kept in the cache (:func:`cached_onnx`, :func:`cache_dir`), keyed by the
-  architecture and the weights, so later runs only compile it (~0.3 s). On the 2-core AMD EPYC of
-  ``benchmarks/results/engines_cpu.md`` it runs UltraLightUNet3D's windows 2-2.5x faster than the torch fast path at
-  float32, with the same logits to float32 rounding.
+  architecture and the weights, so later runs only compile it (~0.3-0.5 s per window shape). On the 2-core AMD
+  EPYC of ``benchmarks/results/predict_cpu_engines.md`` it runs UltraLightUNet3D's windows about 2x faster than the
+  torch fast path at float32, with the same logits to float32 rounding.
 * ``onnxruntime``: :class:`OnnxRuntimeModel`, an exported ``.onnx`` file run by ONNX Runtime (slower than the torch
   fast path on the CPU; it is there for ``.onnx`` files and for CUDA without torch).
-* ``auto`` (the default): OpenVINO on the CPU when it is installed and the network exports to ONNX, else torch
-  (:func:`resolve_engine`).
+* ``auto`` (the default): on the CPU with OpenVINO installed (:func:`resolve_engine`), the predictor runs OpenVINO
+  for cases with enough windows to repay its compile time (``AUTO_OPENVINO_VOXELS`` in
+  :mod:`ultralight3d.inference.predictor`) and the torch fast path for smaller ones; else torch.
 
 ``precision="bf16"`` runs OpenVINO (or torch's CPU autocast) in bfloat16 where the CPU has native bf16 arithmetic
 (AVX512_BF16/AMX); it is faster again but changes the logits by ~1e-3, so it is opt-in (agreement with float32 on a
