@@ -79,6 +79,8 @@ OURS_RUNS: list[tuple[str, list[str]]] = [
     ("default", []),
     ("--engine torch", ["--engine", "torch"]),
     ("--precision bf16", ["--precision", "bf16"]),
+    ("--crop-foreground (less work)", ["--crop-foreground"]),
+    ("--crop-foreground --precision bf16 (less work)", ["--crop-foreground", "--precision", "bf16"]),
 ]
 
 
@@ -520,7 +522,9 @@ def run_nnunet_comparison(args: argparse.Namespace, src: Path, work: Path, shape
         if case.get("status") != "ok":
             raise SystemExit(f"ultralight3d predict: case not ok: {case}")
         run.update(label=label, threads=summary.get("threads"), in_process_s=case.get("time_s"), cmd=ours_cmd)
-        run.update(engine=summary.get("engine"), precision=summary.get("precision"))
+        run.update(engine=case.get("engine") or summary.get("engine"), precision=summary.get("precision"))
+        box = case.get("crop_box")  # --crop-foreground: the windows of the box it ran on
+        run["windows"] = _windows_monai([b - a for a, b in box], [args.roi] * 3, args.overlap) if box else None
         print(f"[ultralight3d predict, {label}] {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GB",
               flush=True)  # fmt: skip
         ours_runs.append(run)
@@ -608,7 +612,8 @@ def _nnunet_section(res: dict, shape: tuple[int, int, int], args: argparse.Names
         f"{nn['peak_rss_mb'] / 1024:.2f} | {nn['peak_pss_mb'] / 1024:.2f} | 1.00x | 1.00x |",
         *(
             f"| `ultralight3d predict` {run['label']} (engine {run['engine']}, {run['precision']}) | UltraLightUNet3D "
-            f"base | {res['ours_params_m']:.2f} | {args.roi}³ | {res['ours_windows']} | input grid {_fmt_shape(shape)} "
+            f"base | {res['ours_params_m']:.2f} | {args.roi}³ | {run.get('windows') or res['ours_windows']} | "
+            f"input grid {_fmt_shape(shape)} "
             f"(generic protocol: z-score, no resampling) | {run['threads']} | {run['wall_s']:.1f} | "
             f"{run['peak_rss_mb'] / 1024:.2f} | {run['peak_pss_mb'] / 1024:.2f} | "
             f"{run['wall_s'] / nn['wall_s']:.3f}x | {run['peak_rss_mb'] / nn['peak_rss_mb']:.2f}x |"
