@@ -183,3 +183,27 @@ def test_predict_imports_monai_without_what_it_never_uses(full):
     else:
         assert got["done"] is True and got["held"] == []
         assert "matplotlib" in got["after"] and "ignite" not in got["after"]
+
+
+@NEEDS_OV
+def test_cli_engine_and_precision_reach_the_run(tmp_path):
+    import nibabel as nib
+
+    from ultralight3d.checkpoint import ModelCard, write_model_card
+    from ultralight3d.cli import main
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    torch.save(create_model("ultralight_unet3d_t", spatial_dims=3, in_channels=1, out_channels=2).state_dict(), ckpt)
+    card = ModelCard(
+        model_name="ultralight_unet3d_t", network_kwargs={}, in_channels=1, out_channels=2, patch_size=[32, 32, 32]
+    )
+    write_model_card(ckpt, card)
+    src = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 36, 33)).astype(np.float32), np.eye(4)), src)
+    out = tmp_path / "out"
+    argv = ["predict", "-i", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--quiet"]
+    assert main([*argv, "--engine", "openvino", "--precision", "bf16"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["engine"], summary["precision"], summary["cases"][0]["engine"]) == ("openvino", "bf16", "openvino")
+    assert main([*argv, "--precision", "fp16"]) == 2  # argparse refuses an unknown precision
