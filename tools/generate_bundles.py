@@ -28,7 +28,12 @@ if str(REPO) not in sys.path:  # run as a script from a checkout: use its packag
     sys.path.insert(0, str(REPO))
 
 import ultralight3d  # noqa: E402
-from ultralight3d.inference.bundle_config import CARD_FIELDS, INFERENCE_TEMPLATE, card_default  # noqa: E402
+from ultralight3d.inference.bundle_config import (  # noqa: E402
+    CARD_FIELDS,
+    INFERENCE_TEMPLATE,
+    card_default,
+    label_on_input_grid,
+)
 from ultralight3d.labels import LabelTable, ctbl_text, label_csv_text  # noqa: E402
 from ultralight3d.transforms import get_protocol  # noqa: E402
 
@@ -666,16 +671,7 @@ def evaluate_config(dataset: str) -> dict[str, Any]:
         "validate#postprocessing": {
             "_target_": "Compose",
             "transforms": [
-                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-                {
-                    "_target_": "Invertd",
-                    "keys": "pred",
-                    "transform": "@validate#preprocessing",
-                    "orig_keys": "image",
-                    "nearest_interp": True,
-                    "to_tensor": True,
-                },
+                *label_on_input_grid("@validate#preprocessing"),
                 {
                     "_target_": "SaveImaged",
                     "keys": "pred",

@@ -70,6 +70,7 @@ __all__ = [
     "INFERENCE_TEMPLATE",
     "LoadedBundle",
     "card_default",
+    "label_on_input_grid",
     "load_bundle",
     "code_expressions",
     "is_trusted_location",
@@ -103,6 +104,24 @@ def card_default(bundle_id: str, value: Any) -> str:
     field = CARD_FIELDS[bundle_id]
     expr = value[1:] if isinstance(value, str) and value.startswith("$") else repr(value)
     return f"${_WORKFLOW}.card_value(@model_card, {field!r}, {expr})"
+
+
+def label_on_input_grid(preprocessing: str) -> list[dict[str, Any]]:
+    """The config transforms that turn the network's ``pred`` logits into a label map on the input's grid: softmax,
+    argmax, then the inverse of ``preprocessing`` (a config reference such as ``"@preprocessing"``) with nearest
+    interpolation. Shared by ``inference.json`` and ``evaluate.json`` (``tools/generate_bundles.py``)."""
+    return [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        {
+            "_target_": "Invertd",
+            "keys": "pred",
+            "transform": preprocessing,
+            "orig_keys": "image",
+            "nearest_interp": True,
+            "to_tensor": True,
+        },
+    ]
 
 
 INFERENCE_TEMPLATE: dict[str, Any] = {
@@ -216,16 +235,7 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
     "postprocessing": {
         "_target_": "Compose",
         "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {
-                "_target_": "Invertd",
-                "keys": "pred",
-                "transform": "@preprocessing",
-                "orig_keys": "image",
-                "nearest_interp": True,
-                "to_tensor": True,
-            },
+            *label_on_input_grid("@preprocessing"),
             {
                 "_target_": "ultralight3d.inference.postprocessing.PostprocessLabelsd",
                 "keys": "pred",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch.nn.modules.conv import _ConvNd
 
 __all__ = ["OneDNNConv2d", "OneDNNConv3d", "use_onednn_convs", "onednn_available"]
 
@@ -34,26 +34,23 @@ def _use_onednn(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
-class OneDNNConv3d(nn.Conv3d):
+class _OneDNNConv(_ConvNd):
+    """The oneDNN forward both convolutions share; anything else goes to the torch convolution it is mixed into."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if _use_onednn(input):
+            return torch.ops.aten.mkldnn_convolution(
+                input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
+            )
+        return super()._conv_forward(input, weight, bias)  # nn.Conv3d/nn.Conv2d: padding modes and all
+
+
+class OneDNNConv3d(_OneDNNConv, nn.Conv3d):
     """``nn.Conv3d`` that runs through oneDNN on the CPU at inference (see the module docstring)."""
 
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if _use_onednn(input):
-            return torch.ops.aten.mkldnn_convolution(
-                input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
-            )
-        return F.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-
-class OneDNNConv2d(nn.Conv2d):
+class OneDNNConv2d(_OneDNNConv, nn.Conv2d):
     """``nn.Conv2d`` that runs through oneDNN on the CPU at inference (see the module docstring)."""
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if _use_onednn(input):
-            return torch.ops.aten.mkldnn_convolution(
-                input, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
-            )
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 _REPLACE: dict[type[nn.Module], type[nn.Module]] = {nn.Conv3d: OneDNNConv3d, nn.Conv2d: OneDNNConv2d}
