@@ -292,10 +292,10 @@ EXPORT_SWITCHES: dict[str, bool] = {
 
 def _export_form(model: nn.Module) -> nn.Module:
     """The copy of ``model`` that :func:`cached_onnx` exports: :data:`EXPORT_SWITCHES` applied (same logits to
-    float32 rounding; a network without fusable blocks is an eval-mode copy)."""
+    float32 rounding; a network without fusable blocks is an eval-mode copy; ``model`` itself is not touched)."""
     from ..networks.optimize import optimize_for_inference
 
-    return optimize_for_inference(model.cpu().eval(), **EXPORT_SWITCHES)  # type: ignore[arg-type]
+    return optimize_for_inference(model, **EXPORT_SWITCHES)  # type: ignore[arg-type]
 
 
 def cached_onnx(model: nn.Module, example_size: Sequence[int] = (96, 96, 96), in_channels: int | None = None) -> Path:
