@@ -115,11 +115,10 @@ def test_case_records_name_the_engine_that_ran(net, tmp_path, monkeypatch):
 @pytest.mark.parametrize("engine", ["openvino", "torch"])
 def test_bf16_is_close_to_fp32_and_changes_the_arithmetic(net, image, engine):
     """bf16 logits differ from fp32 (so the precision really changed) but by bf16 rounding, not more."""
-    if engine == "openvino":
-        import openvino
+    from ultralight3d.inference.engines import cpu_has_bf16
 
-        if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            pytest.skip("this CPU has no bf16 arithmetic: OpenVINO runs bf16 requests in float32")
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic: bf16 requests run in float32")
     common = {"roi_size": ROI, "sw_batch_size": 2, "device": "cpu", "progress": False, "engine": engine}
     fp32 = Predictor(net, **common).predict_probabilities(image)
     bf16_predictor = Predictor(net, precision="bf16", **common)
@@ -128,6 +127,21 @@ def test_bf16_is_close_to_fp32_and_changes_the_arithmetic(net, image, engine):
     diff = (bf16 - fp32).abs().max().item()
     assert 1e-6 < diff < 0.1, diff
     assert (bf16.argmax(0) == fp32.argmax(0)).float().mean().item() > 0.97
+
+
+def test_bf16_on_a_cpu_without_it_runs_float32_and_says_so(net, image, monkeypatch, caplog):
+    """Emulated bf16 is slower than float32 and OpenVINO silently computes float32 there: the predictor runs float32,
+    warns, and records the precision that ran; the logits are the float32 ones."""
+    from ultralight3d.inference import engines
+
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+    common = {"roi_size": ROI, "sw_batch_size": 2, "device": "cpu", "progress": False, "engine": "torch"}
+    with caplog.at_level("WARNING", logger="ultralight3d.predict"):
+        predictor = Predictor(net, precision="bf16", **common)
+    assert predictor.precision == "fp32" and predictor._run_info()["precision"] == "fp32"
+    assert "no bfloat16 arithmetic" in caplog.text
+    fp32 = Predictor(net, **common).predict_probabilities(image)
+    assert torch.equal(predictor.predict_probabilities(image), fp32)
 
 
 @NEEDS_OV
@@ -218,7 +232,10 @@ def test_cli_engine_and_precision_reach_the_run(tmp_path):
     nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 36, 33)).astype(np.float32), np.eye(4)), src)
     out = tmp_path / "out"
     argv = ["predict", "-i", str(src), "-o", str(out), "--checkpoint", str(ckpt), "--quiet"]
+    from ultralight3d.inference.engines import cpu_has_bf16
+
     assert main([*argv, "--engine", "openvino", "--precision", "bf16"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["engine"], summary["precision"], summary["cases"][0]["engine"]) == ("openvino", "bf16", "openvino")
+    ran = "bf16" if cpu_has_bf16() else "fp32"  # the summary says what ran (a CPU without bf16 runs float32)
+    assert (summary["engine"], summary["precision"], summary["cases"][0]["engine"]) == ("openvino", ran, "openvino")
     assert main([*argv, "--precision", "fp16"]) == 2  # argparse refuses an unknown precision

@@ -93,3 +93,19 @@ def test_tta_and_ensemble_are_means_over_the_same_loop(net, image):
     torch.testing.assert_close(tta, (base + torch.flip(flipped, (2,))) / 2, rtol=0, atol=1e-5)
     pair = Predictor([net, net], **common).predict_probabilities(image)
     torch.testing.assert_close(pair, base, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 300])
+def test_channel_argmax_is_torchs_argmax_ties_included(classes):
+    """The label map of the per-class pass equals ``torch.argmax`` (first maximum on ties), on values coarse enough
+    that most voxels hold ties, in the dtype the class count needs."""
+    from ultralight3d.inference import channel_argmax
+
+    gen = torch.Generator().manual_seed(classes)
+    prob = torch.randint(0, 3, (classes, 7, 6, 5), generator=gen).float() / 2
+    label = channel_argmax(prob)
+    assert label.shape == prob.shape[1:]
+    assert label.dtype == (torch.uint8 if classes <= 256 else torch.int64)
+    assert torch.equal(label.long(), torch.argmax(prob, dim=0))
+    if classes > 1:
+        assert len(torch.unique(label)) > 1

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers and editors
         rules_from_protocol,
         voxel_volume_ml,
     )
-    from .predictor import CaseResult, OutputOptions, Predictor, RunResult, load_checkpoint
+    from .predictor import CaseResult, OutputOptions, Predictor, RunResult, channel_argmax, load_checkpoint
     from .preprocessing import build_preprocessing, channel_names, default_preprocessing, strip_loaders
     from .records import CaseLocked, case_lock, read_records
     from .runner import PredictRunner, list_inputs
@@ -64,7 +64,7 @@ _EXPORTS = {
         "rules_from_protocol",
         "voxel_volume_ml",
     ],
-    ".predictor": ["CaseResult", "OutputOptions", "Predictor", "RunResult", "load_checkpoint"],
+    ".predictor": ["CaseResult", "OutputOptions", "Predictor", "RunResult", "channel_argmax", "load_checkpoint"],
     ".preprocessing": ["build_preprocessing", "channel_names", "default_preprocessing", "strip_loaders"],
     ".records": ["CaseLocked", "case_lock", "read_records"],
     ".runner": ["PredictRunner", "list_inputs"],
@@ -88,6 +88,7 @@ __all__ = [
     "RunResult",
     "build_preprocessing",
     "case_lock",
+    "channel_argmax",
     "channel_names",
     "code_expressions",
     "default_preprocessing",

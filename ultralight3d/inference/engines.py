@@ -57,6 +57,7 @@ __all__ = [
     "OpenVINOModel",
     "cache_dir",
     "cached_onnx",
+    "cpu_has_bf16",
     "onnx_providers",
     "openvino_available",
     "resolve_engine",
@@ -71,6 +72,20 @@ ONNX_META_KEY = "ultralight3d"
 def onnx_providers(device: torch.device | str | None) -> list[str] | None:
     """ONNX Runtime providers for a torch device: CUDA first (CPU fallback) on a GPU, else ONNX Runtime's default."""
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device or "cpu").type == "cuda" else None
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes in bfloat16 natively (AVX512_BF16 or AMX), so ``precision="bf16"`` is faster.
+
+    OpenVINO's CPU plugin says so in its ``OPTIMIZATION_CAPABILITIES`` (and runs a bf16 request in float32 on other
+    CPUs); without OpenVINO, oneDNN's bf16 support check in torch decides.
+    """
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except ImportError:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class _ExportedModel:

@@ -60,6 +60,7 @@ __all__ = [
     "CaseResult",
     "RunResult",
     "OutputOptions",
+    "channel_argmax",
     "load_checkpoint",
     "default_threads",
     "set_threads",
@@ -112,6 +113,32 @@ def foreground_box(
         box.append(slice(start, stop))
     kept = math.prod(b.stop - b.start for b in box) / max(mask.numel(), 1)
     return tuple(box) if kept <= max_share else None
+
+
+def channel_argmax(prob: torch.Tensor) -> torch.Tensor:
+    """The class of each voxel: the index of the largest value along dim 0, the first one on ties (as
+    ``torch.argmax(prob, dim=0)``).
+
+    One pass per class with an elementwise compare and a running maximum. ``torch.argmax`` reduces across the
+    outermost dim with a strided walk: on a ``(2, 256, 256, 128)`` volume it took 1.9 s on the 2-core AMD EPYC of
+    issue 15 (0.9 s in a profiled predict), this 0.07 s (8 classes: 2.0 s against 0.23 s).
+
+    Args:
+        prob: ``(K, *S)`` probabilities or logits (K >= 1), any float dtype; NaN-free (a softmax of NaN logits is NaN
+            in every class, and gives class 0 as ``torch.argmax`` does).
+
+    Returns:
+        ``(*S)`` class indices on ``prob``'s device: uint8 for K <= 256, else int64.
+    """
+    k = int(prob.shape[0])
+    label = torch.zeros(prob.shape[1:], dtype=torch.uint8 if k <= 256 else torch.int64, device=prob.device)
+    if k == 1:
+        return label
+    best = prob[0].clone()
+    for c in range(1, k):
+        label.masked_fill_(prob[c] > best, c)
+        torch.maximum(best, prob[c], out=best)
+    return label
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -218,6 +245,8 @@ class Predictor:
             (``.onnx`` paths only). Other callables run as they are.
         precision: ``"fp32"`` (default) or ``"bf16"``: bfloat16 arithmetic on the CPU (OpenVINO's inference
             precision, or torch's CPU autocast); faster where the CPU has bf16 instructions, logits differ by ~1e-3.
+            On a CPU without them (:func:`~ultralight3d.inference.engines.cpu_has_bf16`) a warning says so and the
+            run is float32 (``self.precision`` and the summary say ``"fp32"``).
         crop_foreground: run the sliding window only over the image's foreground box (:func:`foreground_box`;
             less work where air or dark background surrounds the body), class 0 outside it. Off by default: the
             label map can differ from the full window grid near the box (windows fall differently).
@@ -271,6 +300,12 @@ class Predictor:
             raise UserInputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if precision not in PRECISIONS:
             raise UserInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bf16" and self.device.type == "cpu":
+            from .engines import cpu_has_bf16
+
+            if not cpu_has_bf16():  # emulated bf16 is slower than float32, and OpenVINO would run float32 anyway
+                logger.warning("this CPU has no bfloat16 arithmetic (AVX512_BF16 or AMX): running float32 instead")
+                precision = "fp32"
         self.precision = precision
         self.crop_foreground = bool(crop_foreground)
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -727,7 +762,7 @@ class Predictor:
         res.engine = self._case_engine
         res.num_classes = int(prob.shape[0])
         res.timings["stitch"] = max(t2 - t1 - self._net_time, 0.0)
-        label = torch.argmax(prob, dim=0, keepdim=True).to(torch.float32).cpu()
+        label = channel_argmax(prob)[None].to(torch.float32).cpu()
         processed = data["image"]
         inv_data: dict[Hashable, Any] = {"image": processed}
         inv_data["pred"] = MetaTensor(

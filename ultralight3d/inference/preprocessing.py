@@ -22,6 +22,8 @@ from monai.transforms import (
     Spacingd,
 )
 
+from ..io.geometry import RAS_AXIS_LABELS
+
 __all__ = ["default_preprocessing", "strip_loaders", "build_preprocessing", "channel_names"]
 
 
@@ -43,7 +45,7 @@ def default_preprocessing(
     """
     transforms: list[Any] = []
     if orientation:
-        transforms.append(Orientationd(keys="image", axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+        transforms.append(Orientationd(keys="image", axcodes=orientation, labels=RAS_AXIS_LABELS))
     if spacing:
         transforms.append(Spacingd(keys="image", pixdim=tuple(float(s) for s in spacing), mode="bilinear"))
     if intensity == "zscore":

@@ -44,6 +44,9 @@ GRID_TOLERANCE = 0.01
 
 #: ``diag(-1, -1, 1, 1)``: flips x and y between the LPS (ITK, DICOM, NRRD) and RAS (NIfTI, MONAI) conventions.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: the axis labels of the RAS convention, given to MONAI's ``Orientation(d)`` explicitly: its default (the same
+#: labels) warns on every construction that it will change to the MetaTensor's space.
+RAS_AXIS_LABELS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def sitk_to_ras(image: Any) -> np.ndarray:

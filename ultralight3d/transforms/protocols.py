@@ -37,6 +37,7 @@ import torch
 from monai import transforms as mt
 
 from ..errors import UserInputError
+from ..io.geometry import RAS_AXIS_LABELS
 from .dictionary import LoadChannelsd
 
 __all__ = ["PROTOCOL_DIR_ENV", "protocol_dir", "list_protocols", "get_protocol", "get_pipeline", "STAGES"]
@@ -191,7 +192,7 @@ def get_pipeline(protocol: str | Mapping[str, Any], stage: str, **params: Any) -
         else []
     )
     orient: list[mt.MapTransform] = (
-        [mt.Orientationd(keys=keys, axcodes=p["orientation"], allow_missing_keys=allow_missing)]
+        [mt.Orientationd(keys=keys, axcodes=p["orientation"], labels=RAS_AXIS_LABELS, allow_missing_keys=allow_missing)]
         if p.get("orientation")
         else []
     )
