@@ -3,15 +3,18 @@ predict never uses.
 
 ``import monai`` imports every MONAI subpackage, and with them, through MONAI's ``optional_import``, pytorch-ignite
 (its engines and handlers: ~1.3 s, most of it ``torch.distributed``/FSDP), ``scipy.signal`` (one ultrasound
-transform: ~1.1 s), matplotlib and IPython (notebook plotting helpers) and TensorBoard (its summary writers). On the
-2-core AMD EPYC of the issue 15 measurements ``import monai`` took 3.8 s after torch, and 1.0-1.4 s with those
-packages held back.
+transform: ~1.1 s), matplotlib and IPython (notebook plotting helpers), TensorBoard (its summary writers), ITK
+(MONAI's ITK reader and writer, ~0.4 s: ``predict`` reads with nibabel/SimpleITK), pydicom (MONAI's DICOM reader:
+``predict`` reads DICOM series itself), requests (MONAI's downloads) and ``scipy.spatial`` (a KD-tree for surface
+metrics). On the 2-core AMD EPYC of the issue 15 measurements ``import monai`` took 3.8 s after torch, and 1.0-1.4 s
+with the first five held back; on a slower 2-core AMD EPYC (AVX2) 2.3 s with those and 1.8 s with all of them.
 
 :func:`import_monai_lean` imports MONAI with a finder in ``sys.meta_path`` that reports those packages as missing
 *while MONAI imports*; MONAI then keeps its placeholders for them (as on an installation without them), and the
 finder is removed, so a later ``import matplotlib`` or ``import ignite`` in the same process works as usual. What
 loses its optional package is MONAI's own use of it in this process: its ignite engines and handlers, its notebook
-plots, its TensorBoard writers and the ultrasound confidence map. ``ultralight3d predict`` uses none of them (its
+plots, its TensorBoard writers, the ultrasound confidence map, its ITK and pydicom readers and ITK writer, its
+downloads and its KD-tree surface distances. ``ultralight3d predict`` uses none of them (its
 window loop is :class:`~ultralight3d.inference.Predictor`'s own). Set ``ULTRALIGHT3D_FULL_IMPORT=1`` to import MONAI
 in full.
 
@@ -30,7 +33,18 @@ from collections.abc import Sequence
 __all__ = ["FULL_IMPORT_ENV", "LEAN_SKIPPED", "import_monai_lean"]
 
 #: the packages (and subpackages) MONAI's start-up loads that ``predict`` does not use.
-LEAN_SKIPPED: tuple[str, ...] = ("ignite", "scipy.signal", "matplotlib", "mpl_toolkits", "IPython", "tensorboard")
+LEAN_SKIPPED: tuple[str, ...] = (
+    "ignite",
+    "scipy.signal",
+    "scipy.spatial",
+    "matplotlib",
+    "mpl_toolkits",
+    "IPython",
+    "tensorboard",
+    "itk",
+    "pydicom",
+    "requests",
+)
 #: environment variable that turns the lean import off.
 FULL_IMPORT_ENV = "ULTRALIGHT3D_FULL_IMPORT"
 
