@@ -80,6 +80,30 @@ def test_console_script_runs():
     assert out.returncode == 0 and out.stdout.strip() == f"ultralight3d {ultralight3d.__version__}"
 
 
+_CONSOLE_PROBE = r"""
+import gc, json, sys
+from ultralight3d.cli import console, main
+sys.argv = ["ultralight3d", "--version"]
+before = gc.get_freeze_count()
+assert main(["--version"]) == 0
+after_main = gc.get_freeze_count()
+assert console() == 0
+print(json.dumps({"before": before, "after_main": after_main, "after_console": gc.get_freeze_count()}))
+"""
+
+
+def test_the_console_entry_skips_the_exit_collection_and_main_does_not():
+    """The console script (and ``python -m ultralight3d``) freezes the objects alive at its end, so the interpreter's
+    exit does not walk them for cycles; ``main()`` called by a process that goes on leaves its GC alone."""
+    out = subprocess.run([sys.executable, "-c", _CONSOLE_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"] == 0 and got["after_main"] == 0
+    assert got["after_console"] > 1000
+    assert 'ultralight3d = "ultralight3d.cli:console"' in (REPO / "pyproject.toml").read_text()
+    assert "console()" in (REPO / "ultralight3d" / "__main__.py").read_text()
+
+
 def _packages() -> list[str]:
     """ultralight3d and every subpackage (the protocol data folder aside)."""
     found = pkgutil.walk_packages(ultralight3d.__path__, "ultralight3d.")

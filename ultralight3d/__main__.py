@@ -1,7 +1,7 @@
-"""``python -m ultralight3d``: the ``ultralight3d`` command (:func:`ultralight3d.cli.main`)."""
+"""``python -m ultralight3d``: the ``ultralight3d`` command (:func:`ultralight3d.cli.console`)."""
 
 import sys
 
-from .cli import main
+from .cli import console
 
-sys.exit(main())
+sys.exit(console())
