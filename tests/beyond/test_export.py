@@ -214,3 +214,19 @@ def test_export_cli_options(tmp_path: Path, capsys) -> None:
     assert "drop it or drop --checkpoint" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(tmp_path / "w.pt"), "-o", str(out)]) == 2  # no card, no --model
     assert "w.pt has no model card" in capsys.readouterr().err
+
+
+def test_export_writes_the_folded_deployment_graph_unless_asked_for_the_plain_one(tmp_path: Path, capsys) -> None:
+    """`ultralight3d export` writes the graph OpenVINO runs in predict (no channel-shuffle Transpose, fewer nodes),
+    checked against the plain network; --plain-graph writes the modules as they are."""
+    import onnx
+
+    argv = ["export", "--model", "ultralight_unet3d_t", "--random-weights", "--format", "onnx", "--size", "32"]
+    graphs = {}
+    for name, extra in (("folded", []), ("plain", ["--plain-graph"])):
+        assert main([*argv, "-o", str(tmp_path / name), *extra]) == 0
+        printed = capsys.readouterr().out
+        assert "parity onnx" in printed and "OK (atol 0.001)" in printed  # against the plain network
+        graphs[name] = [n.op_type for n in onnx.load(str(tmp_path / name / "model.onnx")).graph.node]
+    assert "Transpose" in graphs["plain"] and "Transpose" not in graphs["folded"]
+    assert len(graphs["folded"]) < len(graphs["plain"])

@@ -78,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--atol", type=positive_float, default=1e-3, help="max allowed |logit difference| (default 1e-3)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument(
+        "--plain-graph",
+        action="store_true",
+        help="ONNX of the plain modules (default: batch norms and the channel shuffle folded, the graph predict's "
+        "OpenVINO engine runs; same logits)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing exported files")
     p.set_defaults(func=run)
 
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "atol": args.atol,
         "overwrite": args.overwrite,
         "strict": False,
+        "fold": not args.plain_graph,
     }
     if args.bundle is not None:
         result = export_bundle(

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..checkpoint import ModelCard, load_weights, model_card_path, read_model_card, write_model_card
 from ..errors import UserInputError
-from ..inference.engines import OnnxRuntimeModel
+from ..inference.engines import OnnxRuntimeModel, export_form
 from .formats import export_onnx, export_torchscript
 from .parity import check_parity
 
@@ -51,6 +51,7 @@ def export_model(
     card: ModelCard | None = None,
     strict: bool = True,
     name: str = "model",
+    fold: bool = True,
 ) -> dict[str, Any]:
     """Write ``model`` as ``<output_dir>/model.onnx`` and/or ``model.ts`` and check each against PyTorch.
 
@@ -67,6 +68,11 @@ def export_model(
             archive) unless it already lives there.
         strict: raise when a parity check exceeds ``atol`` (False: report it in the result only).
         name: what the error messages call the model.
+        fold: ONNX: write the deployment graph (:func:`~ultralight3d.inference.engines.export_form`: batch norms
+            folded, the 1x1 depthwise branch as an affine, the channel shuffle folded into the projection weights),
+            the graph ``predict --engine openvino`` compiles; the same logits to float32 rounding, and the shuffle's
+            transpose was OpenVINO's costliest copy. False: the plain modules' graph. The parity check compares
+            either with the plain network.
 
     Returns:
         ``{"onnx": Path, "torchscript": Path, "card": Path, "parity": {format: ParityResult}}`` (keys for what was
@@ -85,7 +91,8 @@ def export_model(
     result: dict[str, Any] = {"parity": {}}
     extra = {"model.json": json.dumps(card.to_dict())} if card is not None else None
     if "onnx" in formats:
-        path = export_onnx(model, out_dir / FORMATS["onnx"], size, opset=opset, overwrite=overwrite)
+        graph = export_form(model) if fold else model
+        path = export_onnx(graph, out_dir / FORMATS["onnx"], size, opset=opset, overwrite=overwrite)
         result["onnx"] = path
         if parity:
             result["parity"]["onnx"] = check_parity(model, OnnxRuntimeModel(path), size, atol=atol)
@@ -132,7 +139,7 @@ def export_checkpoint(
         model_name: registry name (:func:`ultralight3d.list_models`).
         in_channels, out_channels: network channels (output classes incl. background).
         kwargs: :func:`export_model` options (``formats``, ``example_size``, ``opset``, ``parity``, ``atol``,
-            ``overwrite``, ``strict``).
+            ``overwrite``, ``strict``, ``fold``).
 
     Raises:
         UserInputError: unknown model, an option contradicting the card, unreadable or unfitting weights.
@@ -187,6 +194,7 @@ def export_bundle(
     atol: float = 1e-3,
     overwrite: bool = False,
     strict: bool = True,
+    fold: bool = True,
 ) -> dict[str, Any]:
     """Export a trained bundle to ``models/model.onnx`` and/or ``models/model.ts`` and check parity with PyTorch.
 
@@ -202,6 +210,7 @@ def export_bundle(
         atol: parity tolerance.
         overwrite: replace existing files.
         strict: a failed parity check raises (False: it is only reported).
+        fold: the ONNX deployment graph (default) or the plain modules' (see :func:`export_model`).
 
     Returns:
         as :func:`export_model`.
@@ -226,4 +235,5 @@ def export_bundle(
         card=bundle.card,
         strict=strict,
         name=str(bundle_dir),
+        fold=fold,
     )

@@ -58,6 +58,7 @@ __all__ = [
     "cache_dir",
     "cached_onnx",
     "cpu_has_bf16",
+    "export_form",
     "onnx_providers",
     "openvino_available",
     "resolve_engine",
@@ -305,9 +306,10 @@ EXPORT_SWITCHES: dict[str, bool] = {
 }
 
 
-def _export_form(model: nn.Module) -> nn.Module:
-    """The copy of ``model`` that :func:`cached_onnx` exports: :data:`EXPORT_SWITCHES` applied (same logits to
-    float32 rounding; a network without fusable blocks is an eval-mode copy; ``model`` itself is not touched)."""
+def export_form(model: nn.Module) -> nn.Module:
+    """The copy of ``model`` that :func:`cached_onnx` and ``ultralight3d export`` write to ONNX:
+    :data:`EXPORT_SWITCHES` applied (same logits to float32 rounding; a network without fusable blocks is an
+    eval-mode copy; ``model`` itself is not touched)."""
     from ..networks.optimize import optimize_for_inference
 
     return optimize_for_inference(model, **EXPORT_SWITCHES)  # type: ignore[arg-type]
@@ -337,9 +339,7 @@ def cached_onnx(model: nn.Module, example_size: Sequence[int] = (96, 96, 96), in
     path = folder / f"{type(model).__name__.lower()}-{key}.onnx"
     if not path.is_file():
         logger.info("exporting the network to ONNX for OpenVINO (once per network and weights): %s", path)
-        export_onnx(
-            _export_form(model), path, example_size=tuple(example_size), in_channels=in_channels, overwrite=True
-        )
+        export_onnx(export_form(model), path, example_size=tuple(example_size), in_channels=in_channels, overwrite=True)
     return path
 
 
