@@ -38,7 +38,7 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[1]
 LABELS = "1=liver,2=right kidney,3=left kidney,4=spleen"
 PROTOCOL = "chaos_t2"
-CLI = "import sys; from ultralight3d.cli import main; sys.exit(main())"  # the `ultralight3d` command
+CLI = "import sys; from ultralight3d.cli import console; sys.exit(console())"  # the `ultralight3d` command
 
 
 def torch_version() -> str:

@@ -79,12 +79,20 @@ def _dice(pred, ref, classes) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def _engines() -> list[tuple[str, dict[str, Any]]]:
+    """:data:`ENGINES`, less the bf16 rows on a CPU without bf16 arithmetic (they would run float32 there)."""
+    from ultralight3d.inference.engines import cpu_has_bf16
+
+    bf16 = cpu_has_bf16()
+    return [(name, o) for name, o in ENGINES if bf16 or o.get("precision") != "bf16"]
+
+
 def _predictors(bundle: Path, tmp: Path) -> dict[str, Any]:
     from ultralight3d.export import export_onnx
     from ultralight3d.inference import Predictor, load_bundle
 
     built = {}
-    for name, overrides in ENGINES:
+    for name, overrides in _engines():
         common = {"device": "$torch.device('cpu')", "progress": False}
         if overrides.get("engine") == "onnxruntime":
             loaded = load_bundle(bundle)
@@ -114,11 +122,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             predictors = _predictors(REPO / "bundles" / bundle_name, Path(tmp))
             rows = {name: {"network_s": 0.0, "equal": 0, "voxels": 0, "worst": 1.0, "max_dp": 0.0, "dice": []}
-                    for name, _ in ENGINES}  # fmt: skip
+                    for name, _ in _engines()}  # fmt: skip
             for image in images:
                 reference = None
                 loaded = load_case(discover_cases(str(image))[0], predictors[FAST].channels)
-                for name, _ in ENGINES:
+                for name, _ in _engines():
                     case = predictors[name].predict_image(loaded, return_probabilities=True)
                     row = rows[name]
                     row["network_s"] += case.timings.get("network", 0.0)
@@ -158,6 +166,8 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         "of the shipped models, so not a held-out score: it shows whether the engine changes the result).",
         "",
     ]
+    if len(_engines()) < len(ENGINES):
+        lines += ["No bf16 rows: this CPU has no bf16 arithmetic (AVX512_BF16/AMX), so bf16 requests run float32.", ""]
     for bundle_name, entry in results["models"].items():
         rows = entry["rows"]
         fast = rows[FAST]["network_s"] or float("nan")

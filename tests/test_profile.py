@@ -114,3 +114,19 @@ def test_egeunet_paper_row_is_counted_on_the_papers_2d_input():
     assert paper.params_diff_pct is not None and abs(paper.params_diff_pct) < 2
     assert default.gflops is not None and default.gflops > 0.5  # 96³ in 3D
     assert default.paper_params_m is None and default.gflops_diff_pct is None
+
+
+def test_cpu_name_names_the_vector_extensions(monkeypatch) -> None:
+    """Benchmark tables name the extensions (a VM reports one model name with and without AVX-512)."""
+    from ultralight3d import profile
+
+    def fake(flags: str):
+        text = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: other\n"
+        return lambda _path: type("P", (), {"read_text": lambda self: text})()
+
+    monkeypatch.setattr(profile, "Path", fake("fpu sse avx avx2 fma"))
+    assert profile.cpu_name() == "AMD EPYC (AVX2)"
+    monkeypatch.setattr(profile, "Path", fake("avx2 avx512f avx512_vnni avx512_bf16 fma"))
+    assert profile.cpu_name() == "AMD EPYC (AVX2, AVX-512, AVX512_VNNI, AVX512_BF16)"
+    monkeypatch.setattr(profile, "Path", fake("fpu sse"))
+    assert profile.cpu_name() == "AMD EPYC"

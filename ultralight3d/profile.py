@@ -31,6 +31,7 @@ __all__ = [
     "ProfileRow",
     "PEERS",
     "build_network",
+    "CPU_FEATURES",
     "cpu_name",
     "profile_models",
     "format_table",
@@ -275,15 +276,34 @@ def profile_models(
     return rows
 
 
+#: the x86 vector extensions that decide CPU inference speed, as ``/proc/cpuinfo`` spells them, and as tables say them.
+CPU_FEATURES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX512_VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512_BF16",
+    "amx_bf16": "AMX-BF16",
+    "amx_int8": "AMX-INT8",
+}
+
+
 def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    """The CPU model name with its vector extensions (:data:`CPU_FEATURES`), e.g. ``"AMD EPYC (AVX2)"``: a cloud VM
+    may report one model name for CPUs with and without AVX-512 (``/proc/cpuinfo`` on Linux, else
+    ``platform.processor()`` without the extensions)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+        return platform.processor() or platform.machine() or "unknown CPU"
+    name, flags = "unknown CPU", set[str]()
+    for line in info.splitlines():
+        if line.startswith("model name") and name == "unknown CPU":
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    found = [label for flag, label in CPU_FEATURES.items() if flag in flags]
+    return f"{name} ({', '.join(found)})" if found else name
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:
