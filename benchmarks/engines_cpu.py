@@ -28,6 +28,7 @@ Writes ``benchmarks/results/engines_cpu.md`` (and ``.json``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -79,6 +80,7 @@ def _dice(pred, ref, classes) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+@functools.cache
 def _engines() -> list[tuple[str, dict[str, Any]]]:
     """:data:`ENGINES`, less the bf16 rows on a CPU without bf16 arithmetic (they would run float32 there)."""
     from ultralight3d.inference.engines import cpu_has_bf16
