@@ -561,11 +561,11 @@ def train_config(dataset: str, protocol: str, net: str) -> dict[str, Any]:
                     "transforms": [
                         {"_target_": "Activationsd", "keys": "pred", "softmax": True},
                         {
-                            "_target_": "AsDiscreted",
-                            "keys": ["pred", "label"],
-                            "argmax": [True, False],
+                            "_target_": "ultralight3d.transforms.ChannelArgmaxd",
+                            "keys": "pred",
                             "to_onehot": "@network_out_channels",
                         },
+                        {"_target_": "AsDiscreted", "keys": "label", "to_onehot": "@network_out_channels"},
                     ],  # fmt: skip
                 },
                 "handlers": [{"_target_": "StatsHandler", "iteration_log": False}],

@@ -78,7 +78,7 @@ def test_auto_engine_runs_openvino_from_enough_work_with_the_plain_label_map(net
     import ultralight3d.inference.predictor as predictor_module
 
     common = {"roi_size": ROI, "sw_batch_size": 2, "overlap": 0.5, "device": "cpu", "progress": False}
-    auto = Predictor(net, **common)
+    auto = Predictor(net, precision="fp32", **common)
     plain = Predictor(net, engine="torch", optimize=False, **common)
     assert auto.engine == "auto" and auto.fast_path and plain.engine == "torch"
     work = auto.window_voxels(image.shape[1:])
@@ -109,6 +109,42 @@ def test_case_records_name_the_engine_that_ran(net, tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert run.cases[0].engine == "openvino" and summary["engine"] == "auto"
     assert summary["cases"][0]["engine"] == "openvino"
+    from ultralight3d.inference.engines import cpu_has_bf16
+
+    # the default precision "auto": OpenVINO computes in bf16 where the CPU has it, and the record says which
+    want = "bf16" if cpu_has_bf16() else "fp32"
+    assert summary["precision"] == "auto" and summary["cases"][0]["precision"] == run.cases[0].precision == want
+
+
+@NEEDS_OV
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_precision_is_bf16_for_openvino_on_a_bf16_cpu_only(net, image, monkeypatch, has_bf16):
+    """``precision="auto"``: OpenVINO runs bf16 where the CPU has bf16 arithmetic (its logits then differ from the
+    float32 ones by bf16 rounding, with the label map kept), float32 elsewhere; torch always runs float32 (its CPU
+    autocast is no faster), and so do CUDA and ONNX Runtime."""
+    from ultralight3d.inference import engines
+
+    if has_bf16 and not engines.cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 arithmetic")
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: has_bf16)
+    common = {"roi_size": ROI, "sw_batch_size": 2, "device": "cpu", "progress": False}
+    auto = Predictor(net, engine="openvino", **common)
+    assert auto.precision == "auto" and auto.engine_precision("openvino") == ("bf16" if has_bf16 else "fp32")
+    assert auto.models[0].precision == auto.engine_precision("openvino")  # what the compiled engine was given
+    assert auto.engine_precision("torch") == "fp32" and auto.engine_precision("onnxruntime") == "fp32"
+    fp32 = Predictor(net, engine="openvino", precision="fp32", **common).predict_probabilities(image)
+    got = auto.predict_probabilities(image)
+    diff = (got - fp32).abs().max().item()
+    if has_bf16:
+        assert 1e-6 < diff < 0.1, diff
+        assert (got.argmax(0) == fp32.argmax(0)).float().mean().item() > 0.97
+    else:
+        assert diff < 1e-5, diff
+    torch_auto = Predictor(net, engine="torch", **common)
+    assert torch.equal(
+        torch_auto.predict_probabilities(image),
+        Predictor(net, engine="torch", precision="fp32", **common).predict_probabilities(image),
+    )
 
 
 @NEEDS_OV
@@ -120,7 +156,7 @@ def test_bf16_is_close_to_fp32_and_changes_the_arithmetic(net, image, engine):
     if not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 arithmetic: bf16 requests run in float32")
     common = {"roi_size": ROI, "sw_batch_size": 2, "device": "cpu", "progress": False, "engine": engine}
-    fp32 = Predictor(net, **common).predict_probabilities(image)
+    fp32 = Predictor(net, precision="fp32", **common).predict_probabilities(image)
     bf16_predictor = Predictor(net, precision="bf16", **common)
     bf16 = bf16_predictor.predict_probabilities(image)
     assert bf16_predictor.precision == "bf16" and bf16_predictor._run_info()["precision"] == "bf16"
@@ -140,7 +176,7 @@ def test_bf16_on_a_cpu_without_it_runs_float32_and_says_so(net, image, monkeypat
         predictor = Predictor(net, precision="bf16", **common)
     assert predictor.precision == "fp32" and predictor._run_info()["precision"] == "fp32"
     assert "no bfloat16 arithmetic" in caplog.text
-    fp32 = Predictor(net, **common).predict_probabilities(image)
+    fp32 = Predictor(net, precision="fp32", **common).predict_probabilities(image)
     assert torch.equal(predictor.predict_probabilities(image), fp32)
 
 
@@ -166,7 +202,7 @@ def test_engine_choices_and_errors(net, tmp_path):
     assert resolve_engine("auto", "cuda", net) == "torch"
     with pytest.raises(UserInputError, match="engine must be one of auto, torch, openvino, onnxruntime"):
         Predictor(net, engine="tensorrt", device="cpu")
-    with pytest.raises(UserInputError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(UserInputError, match="precision must be one of auto, fp32, bf16"):
         Predictor(net, precision="fp16", device="cpu")
     with pytest.raises(UserInputError, match="runs exported .onnx files"):
         Predictor(net, engine="onnxruntime", device="cpu")
@@ -178,6 +214,8 @@ def test_engine_choices_and_errors(net, tmp_path):
         assert "\n" not in str(err.value)
         with pytest.raises(UserInputError, match="not found; create it with `ultralight3d export`"):
             OpenVINOModel(tmp_path / "missing.onnx")
+        with pytest.raises(UserInputError, match="precision must be fp32 or bf16, got 'auto'"):
+            OpenVINOModel(tmp_path / "missing.onnx", precision="auto")  # the predictor resolves auto first
 
 
 _LEAN_PROBE = r"""

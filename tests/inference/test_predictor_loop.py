@@ -109,3 +109,29 @@ def test_channel_argmax_is_torchs_argmax_ties_included(classes):
     assert torch.equal(label.long(), torch.argmax(prob, dim=0))
     if classes > 1:
         assert len(torch.unique(label)) > 1
+
+
+@pytest.mark.parametrize("onehot", [None, 4])
+def test_channel_argmaxd_is_monais_asdiscreted_and_keeps_what_invertd_needs(onehot):
+    """The bundles' argmax transform gives MONAI's ``AsDiscreted(argmax=True[, to_onehot])`` output (values, shape,
+    float dtype) and keeps the MetaTensor's meta data and applied operations, so ``Invertd`` still maps the label
+    back through a flip to the input grid."""
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted, Compose, Flipd, Invertd
+
+    from ultralight3d.transforms import ChannelArgmaxd
+
+    gen = torch.Generator().manual_seed(1)
+    image = MetaTensor(torch.randn(1, 6, 5, 4, generator=gen), affine=torch.eye(4))
+    pre = Compose([Flipd(keys="image", spatial_axis=0)])
+    data = pre({"image": image})
+    scores = torch.randint(0, 3, (4, 6, 5, 4), generator=gen).float() / 2  # ties in most voxels
+    pred = MetaTensor(scores, meta=dict(data["image"].meta), applied_operations=list(data["image"].applied_operations))
+    want = AsDiscreted(keys="pred", argmax=True, to_onehot=onehot)({"pred": pred.clone()})["pred"]
+    got = ChannelArgmaxd(keys="pred", to_onehot=onehot)({"pred": pred, "image": data["image"]})
+    assert isinstance(got["pred"], MetaTensor) and got["pred"].dtype == torch.float32
+    assert torch.equal(got["pred"].as_tensor(), want.as_tensor().float())
+    assert got["pred"].applied_operations == pred.applied_operations and len(got["pred"].applied_operations) == 1
+    if onehot is None:
+        inv = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(got)["pred"]
+        assert torch.equal(inv.as_tensor(), torch.flip(want.as_tensor().float(), dims=(1,)))

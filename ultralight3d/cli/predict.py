@@ -124,8 +124,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         choices=list(PRECISIONS),
         default=None,
-        help="CPU arithmetic: fp32 (default; the plain path's logits to float32 rounding) or bf16 (bfloat16 where "
-        "the CPU has it: faster, logits differ by ~1e-3; check the label maps before relying on it)",
+        help="CPU arithmetic: auto (default: bf16 where OpenVINO runs on a CPU with bfloat16 arithmetic, "
+        "AVX512_BF16/AMX, else fp32; each case's record names what ran), fp32 (the plain path's logits to float32 "
+        "rounding) or bf16 (bfloat16 where the CPU has it: faster, logits differ by ~1e-3)",
     )
     p.add_argument(
         "--crop-foreground",

@@ -108,11 +108,13 @@ def card_default(bundle_id: str, value: Any) -> str:
 
 def label_on_input_grid(preprocessing: str) -> list[dict[str, Any]]:
     """The config transforms that turn the network's ``pred`` logits into a label map on the input's grid: softmax,
-    argmax, then the inverse of ``preprocessing`` (a config reference such as ``"@preprocessing"``) with nearest
-    interpolation. Shared by ``inference.json`` and ``evaluate.json`` (``tools/generate_bundles.py``)."""
+    argmax (:class:`~ultralight3d.transforms.ChannelArgmaxd`, MONAI's ``AsDiscreted(argmax=True)`` without its
+    strided ``torch.argmax``), then the inverse of ``preprocessing`` (a config reference such as
+    ``"@preprocessing"``) with nearest interpolation. Shared by ``inference.json`` and ``evaluate.json``
+    (``tools/generate_bundles.py``)."""
     return [
         {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        {"_target_": "ultralight3d.transforms.ChannelArgmaxd", "keys": "pred"},
         {
             "_target_": "Invertd",
             "keys": "pred",
@@ -145,7 +147,7 @@ INFERENCE_TEMPLATE: dict[str, Any] = {
     "onnx_path": "$@bundle_root + '/models/model.onnx'",
     "labels_file": "$@bundle_root + '/models/labels.csv'",
     "engine": "auto",
-    "precision": "fp32",
+    "precision": "auto",
     "dataset_dir": "$@bundle_root + '/data'",
     "output_dir": "$@bundle_root + '/eval'",
     "overwrite": False,

@@ -11,8 +11,9 @@ __all__ = ["CACHE_ENV", "ENGINES", "PRECISIONS", "cache_dir", "openvino_availabl
 
 #: engines ``Predictor(engine=...)`` and ``ultralight3d predict --engine`` accept.
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")
-#: arithmetic precisions of the CPU engines (``--precision``).
-PRECISIONS = ("fp32", "bf16")
+#: arithmetic precisions of the CPU engines (``--precision``): ``auto`` (bf16 where OpenVINO runs on a CPU with
+#: bf16 arithmetic, else fp32), ``fp32``, ``bf16``.
+PRECISIONS = ("auto", "fp32", "bf16")
 #: environment variable naming the cache folder (exported ONNX graphs, OpenVINO's compiled-model cache).
 CACHE_ENV = "ULTRALIGHT3D_CACHE"
 

@@ -15,8 +15,10 @@ network compiled by OpenVINO for the CPU, each callable like a network (``model(
   :mod:`ultralight3d.inference.predictor`) and the torch fast path for smaller ones; else torch.
 
 ``precision="bf16"`` runs OpenVINO (or torch's CPU autocast) in bfloat16 where the CPU has native bf16 arithmetic
-(AVX512_BF16/AMX); it is faster again but changes the logits by ~1e-3, so it is opt-in (agreement with float32 on a
-trained model is in the benchmark table).
+(AVX512_BF16/AMX); it is faster again but changes the logits by ~1e-3. ``precision="auto"`` (the predictor's default)
+runs OpenVINO in bf16 on such CPUs, as CUDA runs float16 autocast by default, and everything else in float32 (torch's
+CPU autocast is no faster than its float32 fast path); agreement with float32 on the trained models is in
+``benchmarks/results/engines_cpu.md``.
 
 :func:`ultralight3d.export.export_onnx` writes the ONNX files both engines read (with the metadata entry
 :data:`ONNX_META_KEY`, which they check inputs against).
@@ -31,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -75,11 +78,12 @@ def onnx_providers(device: torch.device | str | None) -> list[str] | None:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device or "cpu").type == "cuda" else None
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """True when this CPU computes in bfloat16 natively (AVX512_BF16 or AMX), so ``precision="bf16"`` is faster.
 
     OpenVINO's CPU plugin says so in its ``OPTIMIZATION_CAPABILITIES`` (and runs a bf16 request in float32 on other
-    CPUs); without OpenVINO, oneDNN's bf16 support check in torch decides.
+    CPUs); without OpenVINO, oneDNN's bf16 support check in torch decides. Asked once per process.
     """
     try:
         import openvino as ov
@@ -196,7 +200,8 @@ class OpenVINOModel(_ExportedModel):
         path: ``.onnx`` file written by :func:`export_onnx` (or :func:`cached_onnx` for a torch network).
         num_threads: CPU threads (None: OpenVINO's default, every core).
         precision: ``"fp32"`` (logits equal to torch's to float32 rounding) or ``"bf16"`` (bfloat16 arithmetic on
-            CPUs that have it; OpenVINO's own default there, faster, logits differ by ~1e-3).
+            CPUs that have it; OpenVINO's own default there, faster, logits differ by ~1e-3). The predictor resolves
+            ``"auto"`` before it builds the engine (:meth:`~ultralight3d.inference.Predictor.engine_precision`).
 
     Raises:
         UserInputError: the file is missing or OpenVINO cannot read it, or ``precision`` is unknown.
@@ -205,8 +210,8 @@ class OpenVINOModel(_ExportedModel):
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, precision: str = "fp32") -> None:
         import openvino as ov
 
-        if precision not in PRECISIONS:
-            raise UserInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in PRECISIONS or precision == "auto":
+            raise UserInputError(f"precision must be fp32 or bf16, got {precision!r}")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserInputError(f"ONNX model {self.path} not found; create it with `ultralight3d export`")

@@ -49,6 +49,7 @@ from ..errors import UserInputError
 from ..io.cases import CaseSpec, discover_cases, load_case
 from ..io.volume import ImageData
 from ..labels import LabelTable, read_label_table
+from ..transforms.argmax import channel_argmax
 from ..utils import check_writable
 from . import outputs, records
 from .postprocessing import Rules, override_rules, parse_rules, postprocess_label, rules_from_protocol, voxel_volume_ml
@@ -115,32 +116,6 @@ def foreground_box(
     return tuple(box) if kept <= max_share else None
 
 
-def channel_argmax(prob: torch.Tensor) -> torch.Tensor:
-    """The class of each voxel: the index of the largest value along dim 0, the first one on ties (as
-    ``torch.argmax(prob, dim=0)``).
-
-    One pass per class with an elementwise compare and a running maximum. ``torch.argmax`` reduces across the
-    outermost dim with a strided walk: on a ``(2, 256, 256, 128)`` volume it took 1.9 s on a 2-core AMD EPYC (AVX2)
-    (0.9 s in a profiled predict), this 0.07 s (8 classes: 2.0 s against 0.23 s).
-
-    Args:
-        prob: ``(K, *S)`` probabilities or logits (K >= 1), any float dtype; NaN-free (a softmax of NaN logits is NaN
-            in every class, and gives class 0 as ``torch.argmax`` does).
-
-    Returns:
-        ``(*S)`` class indices on ``prob``'s device: uint8 for K <= 256, else int64.
-    """
-    k = int(prob.shape[0])
-    label = torch.zeros(prob.shape[1:], dtype=torch.uint8 if k <= 256 else torch.int64, device=prob.device)
-    if k == 1:
-        return label
-    best = prob[0].clone()
-    for c in range(1, k):
-        label.masked_fill_(prob[c] > best, c)
-        torch.maximum(best, prob[c], out=best)
-    return label
-
-
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load the weights of ``path`` into ``model``: :func:`ultralight3d.checkpoint.load_weights` (kept under this
     name for existing callers)."""
@@ -181,6 +156,8 @@ class CaseResult:
     statistics: list[dict[str, Any]] | None = None
     #: the engine that ran this case's windows (``engine="auto"`` chooses per case)
     engine: str = ""
+    #: the arithmetic it ran in (``"fp32"``/``"bf16"``; ``precision="auto"`` chooses per engine)
+    precision: str = ""
     #: ``crop_foreground``: the box the sliding window ran on (``[start, stop]`` per axis of the network's grid)
     crop_box: list[list[int]] | None = None
 
@@ -243,10 +220,13 @@ class Predictor:
             voxels and the torch fast path below; else torch; an ``.onnx`` path: OpenVINO, else ONNX Runtime),
             ``"torch"``, ``"openvino"`` (a torch network is exported to ONNX once, cached) or ``"onnxruntime"``
             (``.onnx`` paths only). Other callables run as they are.
-        precision: ``"fp32"`` (default) or ``"bf16"``: bfloat16 arithmetic on the CPU (OpenVINO's inference
-            precision, or torch's CPU autocast); faster where the CPU has bf16 instructions, logits differ by ~1e-3.
-            On a CPU without them (:func:`~ultralight3d.inference.engines.cpu_has_bf16`) a warning says so and the
-            run is float32 (``self.precision`` and the summary say ``"fp32"``).
+        precision: CPU arithmetic. ``"bf16"``: bfloat16 (OpenVINO's inference precision, or torch's CPU autocast);
+            faster where the CPU has bf16 instructions, logits differ by ~1e-3; on a CPU without them
+            (:func:`~ultralight3d.inference.engines.cpu_has_bf16`) a warning says so and the run is float32
+            (``self.precision`` and the summary say ``"fp32"``). ``"fp32"``: float32 everywhere (the plain path's
+            logits to float32 rounding). ``"auto"`` (default): bf16 where OpenVINO runs on a CPU with bf16
+            arithmetic, float32 elsewhere (:meth:`engine_precision`); each case record names the precision that
+            ran.
         crop_foreground: run the sliding window only over the image's foreground box (:func:`foreground_box`;
             less work where air or dark background surrounds the body), class 0 outside it. Off by default: the
             label map can differ from the full window grid near the box (windows fall differently).
@@ -281,7 +261,7 @@ class Predictor:
         tta_axes: Sequence[int] = (0, 1, 2),
         inferer: Inferer | None = None,
         engine: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         crop_foreground: bool = False,
         optimize: bool = True,
         name: str = "ultralight3d",
@@ -307,6 +287,7 @@ class Predictor:
                 logger.warning("this CPU has no bfloat16 arithmetic (AVX512_BF16 or AMX): running float32 instead")
                 precision = "fp32"
         self.precision = precision
+        self._cpu_bf16: bool | None = None  # engine_precision("openvino") with precision "auto": asked once
         self.crop_foreground = bool(crop_foreground)
         self.roi_size = tuple(int(r) for r in roi_size)
         checkpoints: list[str | os.PathLike | None]
@@ -371,7 +352,7 @@ class Predictor:
         threads = torch.get_num_threads()
         if isinstance(model, (str, os.PathLike)):
             if engine in ("auto", "openvino") and self.device.type == "cpu" and engines.openvino_available():
-                return engines.OpenVINOModel(model, threads, self.precision), "openvino"
+                return engines.OpenVINOModel(model, threads, self.engine_precision("openvino")), "openvino"
             if engine in ("auto", "onnxruntime"):
                 onnx = engines.OnnxRuntimeModel(model, engines.onnx_providers(self.device), num_threads=threads)
                 return onnx, "onnxruntime"
@@ -398,7 +379,7 @@ class Predictor:
         if chosen == "openvino":
             try:
                 path = engines.cached_onnx(model, self.roi_size)
-                return engines.OpenVINOModel(path, threads, self.precision), "openvino"
+                return engines.OpenVINOModel(path, threads, self.engine_precision("openvino")), "openvino"
             except Exception as err:  # 'auto' falls back to torch; an explicit request reports it
                 if engine == "openvino":
                     raise UserInputError(f"OpenVINO cannot run {type(model).__name__}: {err}") from err
@@ -408,6 +389,27 @@ class Predictor:
 
             model = optimize_for_inference(model)
         return model, "torch"
+
+    def engine_precision(self, engine: str) -> str:
+        """The arithmetic ``engine`` runs this predictor's networks in (``"fp32"`` or ``"bf16"``).
+
+        bf16 exists for OpenVINO and torch on the CPU; ``precision="auto"`` chooses it for OpenVINO where the CPU
+        has bf16 arithmetic (AVX512_BF16/AMX: on the 2-core EPYC of ``benchmarks/results/predict_cpu_engines.md``
+        its windows took 0.72-0.75x the float32 time, and the shipped models keep 99.9+ % of their float32 label
+        maps, ``benchmarks/results/engines_cpu.md``), and float32 for torch, whose CPU autocast is no faster than
+        its float32 fast path. ONNX Runtime, other callables and CUDA (where ``amp`` decides) report float32.
+        """
+        if self.device.type != "cpu" or engine not in ("openvino", "torch"):
+            return "fp32"
+        if self.precision != "auto":
+            return self.precision
+        if engine != "openvino":
+            return "fp32"
+        if self._cpu_bf16 is None:
+            from . import engines
+
+            self._cpu_bf16 = engines.cpu_has_bf16()
+        return "bf16" if self._cpu_bf16 else "fp32"
 
     @property
     def model(self) -> ModelLike:
@@ -679,7 +681,9 @@ class Predictor:
             try:
                 self._auto_openvino = [
                     engines.OpenVINOModel(
-                        engines.cached_onnx(m, self.roi_size), torch.get_num_threads(), self.precision
+                        engines.cached_onnx(m, self.roi_size),
+                        torch.get_num_threads(),
+                        self.engine_precision("openvino"),
                     )
                     for m in self._auto_plain
                 ]
@@ -760,6 +764,7 @@ class Predictor:
         t2 = time.perf_counter()
         res.timings["network"] = self._net_time
         res.engine = self._case_engine
+        res.precision = self.engine_precision(res.engine)
         res.num_classes = int(prob.shape[0])
         res.timings["stitch"] = max(t2 - t1 - self._net_time, 0.0)
         label = channel_argmax(prob)[None].to(torch.float32).cpu()
@@ -1071,6 +1076,7 @@ class Predictor:
             "roi_subset": subset,
             "model": self.name,
             "engine": res.engine,
+            "precision": res.precision,
             "crop_box": res.crop_box,
             "ensemble_size": len(self.models),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
