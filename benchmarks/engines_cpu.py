@@ -55,13 +55,13 @@ MODELS: list[tuple[str, str, Any]] = [
 ]
 #: (row name, predictor overrides)
 ENGINES: list[tuple[str, dict[str, Any]]] = [
-    ("torch plain fp32 (reference)", {"engine": "torch", "optimize": False}),
-    ("torch fast path fp32", {"engine": "torch"}),
+    ("torch plain fp32 (reference)", {"engine": "torch", "optimize": False, "precision": "fp32"}),
+    ("torch fast path fp32", {"engine": "torch", "precision": "fp32"}),
     ("torch fast path bf16", {"engine": "torch", "precision": "bf16"}),
-    ("openvino fp32", {"engine": "openvino"}),
+    ("openvino fp32", {"engine": "openvino", "precision": "fp32"}),
     ("openvino bf16", {"engine": "openvino", "precision": "bf16"}),
-    ("onnxruntime fp32", {"engine": "onnxruntime"}),
-    ("auto fp32, foreground crop (less work)", {"engine": "auto"}),
+    ("onnxruntime fp32", {"engine": "onnxruntime", "precision": "fp32"}),
+    ("auto fp32, foreground crop (less work)", {"engine": "auto", "precision": "fp32"}),
 ]
 #: rows that run with ``crop_foreground`` (the sliding window over the foreground box only)
 CROPPED = {"auto fp32, foreground crop (less work)"}
@@ -159,7 +159,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, threads {results['threads']}, torch "
         f"{results['torch']}; Python {platform.python_version()}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Command: `python benchmarks/engines_cpu.py {' '.join(sys.argv[1:])}`.",
+        "Command: `" + " ".join(["python benchmarks/engines_cpu.py", *sys.argv[1:]]) + "`.",
         "",
         "Each engine runs the bundle's own predictor (pre-processing, the model card's windows, overlap 0.5, Gaussian "
         "blending, post-processing) on the same cases in one process. labels = reference: voxels (over all cases) "

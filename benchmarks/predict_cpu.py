@@ -60,9 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 MODELS = ["ultralight_unet3d_base", "ultralight_unet3d_m", "uxnet3d", "dynunet_nnunet"]
 BASELINE = "dynunet_nnunet"
 STAGES = ["read", "preprocess", "network", "stitch", "invert", "write"]
-#: engine rows (``--engines``): ``engine`` or ``engine-precision`` (see ``ultralight3d predict --engine/--precision``)
-ENGINE_ROWS = ["torch", "torch-bf16", "openvino", "openvino-bf16", "onnxruntime"]
-DEFAULT_ENGINES = ["torch", "openvino"]
+#: engine rows (``--engines``): ``engine`` or ``engine-precision`` (see ``ultralight3d predict --engine/--precision``;
+#: a row without a precision runs fp32, except ``auto``: the default engine and precision, as ``predict`` runs them)
+ENGINE_ROWS = ["auto", "torch", "torch-bf16", "openvino", "openvino-bf16", "onnxruntime"]
+DEFAULT_ENGINES = ["torch", "openvino", "auto"]
 REFERENCE_ENGINE = "torch"  # the label map every other engine row is compared with
 RESULTS = Path(__file__).resolve().parent / "results"
 SPACING = (0.8, 0.8, 2.5)  # mm, x y z (RAS)
@@ -77,10 +78,9 @@ LABELS = [{"value": 0, "name": "background"}, {"value": 1, "name": "organ"}]
 OURS_RUNS: list[tuple[str, list[str]]] = [
     ("first run", []),
     ("default", []),
+    ("--precision fp32", ["--precision", "fp32"]),
     ("--engine torch", ["--engine", "torch"]),
-    ("--precision bf16", ["--precision", "bf16"]),
     ("--crop-foreground (less work)", ["--crop-foreground"]),
-    ("--crop-foreground --precision bf16 (less work)", ["--crop-foreground", "--precision", "bf16"]),
 ]
 
 
@@ -137,7 +137,7 @@ def worker(args: argparse.Namespace) -> None:
     predictor = Predictor(
         model,
         engine=engine,
-        precision=precision or "fp32",
+        precision=precision or ("auto" if engine == "auto" else "fp32"),
         preprocessing=build_preprocessing("generic", {}),
         roi_size=[args.roi] * 3,
         sw_batch_size=args.sw_batch_size,
@@ -154,12 +154,15 @@ def worker(args: argparse.Namespace) -> None:
     case = run.cases[0]
     if not case.ok:
         raise SystemExit(f"{args.worker} failed: {case.error}")
+    bare_s = _bare_window_loop(predictor, args)
     print(
         json.dumps(
             {
                 "model": args.worker,
                 "engine": args.engine,
                 "prepare_s": prepare_s,
+                "ran": f"{case.engine} {case.precision}",
+                "bare_loop_s": bare_s,
                 "label_file": str(case.files.get("nifti", "")),
                 "params_m": n_params / 1e6,
                 "wall_s": wall,
@@ -219,6 +222,27 @@ def _busy_process() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def _bare_window_loop(predictor: Any, args: argparse.Namespace) -> float:
+    """Seconds of a bare ``monai.inferers.sliding_window_inference`` over the same windows (the preprocessed input,
+    ROI, overlap, sw_batch_size and Gaussian blending) with the network the case ran on (already built and compiled):
+    the floor the predictor's window loop (network + stitch) is held against."""
+    import numpy as np
+    import torch
+    from monai.data import MetaTensor
+    from monai.inferers import sliding_window_inference
+
+    from ultralight3d.io import read_image
+
+    image = read_image(args.input)
+    mt = MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=torch.as_tensor(image.affine))
+    x = predictor.preprocessing({"image": mt})["image"].as_tensor()[None].float()
+    net = predictor._models_for(x.shape[2:], 1)[0]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        sliding_window_inference(x, [args.roi] * 3, args.sw_batch_size, net, args.overlap, mode="gaussian")
+    return time.perf_counter() - start
+
+
 def _table(rows: list[dict], shape, args) -> str:
     from ultralight3d.profile import cpu_name  # imports torch: not at module level, which the workers also run
 
@@ -239,17 +263,24 @@ def _table(rows: list[dict], shape, args) -> str:
         "blending and softmax outside the forward passes; invert = argmax + back to the input grid; write = NIfTI + "
         ".seg.nrrd + colour tables + summary.",
         "",
-        "engine: what ran the forward passes (`--engine`, `-bf16`: `--precision bf16`); prepare = building the "
+        "engine: the row's `--engine` (`-bf16`: `--precision bf16`; rows other than `auto` fix the precision to fp32 "
+        "unless they say bf16); prepare = building the "
         "predictor (the torch fast path's copy; OpenVINO: the ONNX export, cached after the first run, read and "
         "compile); network vs torch = this row's network time / the torch row's of the same network; labels = torch: "
         "voxels whose label equals the torch row's (random weights: near-ties everywhere, so a harsh test of the "
         "arithmetic; the agreement on trained models is in `engines_cpu.md`).",
         "",
-        "| network | engine | params (M) | prepare (s) | "
+        "ran: the engine and precision the case ran with (`auto`: chosen by `predict`); bare loop = a bare "
+        "`monai.inferers.sliding_window_inference` over the same preprocessed volume, windows and Gaussian blending "
+        "with the same compiled network; loop vs bare = (network + stitch) / bare loop, the predictor's window loop "
+        "against that floor (its stitch includes OpenVINO's compile, ~0.1-0.3 s, which the bare loop reuses).",
+        "",
+        "| network | engine | ran | params (M) | prepare (s) | "
         + " | ".join(f"{s} (s)" for s in STAGES)
-        + " | total (s) | network share | network vs torch | labels = torch | peak RSS (GB) | time vs DynUNet |"
-        " RSS vs DynUNet |" + (" busy core: total (s) | threads | slowdown |" if args.contention else ""),
-        "|---|---|---:|---:|" + "---:|" * (len(STAGES) + 7) + ("---:|" * 3 if args.contention else ""),
+        + " | total (s) | network share | network vs torch | bare loop (s) | loop vs bare | labels = torch |"
+        " peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |"
+        + (" busy core: total (s) | threads | slowdown |" if args.contention else ""),
+        "|---|---|---|---:|---:|" + "---:|" * (len(STAGES) + 9) + ("---:|" * 3 if args.contention else ""),
     ]
     for r in rows:
         ref = next((q for q in rows if q["model"] == r["model"] and q["engine"] == REFERENCE_ENGINE), None)
@@ -259,11 +290,13 @@ def _table(rows: list[dict], shape, args) -> str:
         ratio_t = f"{r['wall_s'] / base['wall_s']:.2f}x" if base else "n/a"
         ratio_m = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x" if base else "n/a"
         share = f"{100 * t.get('network', 0) / r['wall_s']:.0f}%"
+        bare = r.get("bare_loop_s")
+        loop = f"{(t.get('network', 0) + t.get('stitch', 0)) / bare:.2f}x" if bare else "n/a"
         lines.append(
-            f"| {r['model']} | {r['engine']} | {r['params_m']:.3f} | {r['prepare_s']:.2f} | "
+            f"| {r['model']} | {r['engine']} | {r.get('ran', 'n/a')} | {r['params_m']:.3f} | {r['prepare_s']:.2f} | "
             + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
-            + f" | {r['wall_s']:.2f} | {share} | {net_ratio} | {agree} | {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} |"
-            f" {ratio_m} |"
+            + f" | {r['wall_s']:.2f} | {share} | {net_ratio} | {f'{bare:.2f}' if bare else 'n/a'} | {loop} | {agree} |"
+            f" {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |"
             + (
                 f" {r['busy_wall_s']:.2f} | {r['busy_threads']} | {r['busy_wall_s'] / r['wall_s']:.2f}x |"
                 if "busy_wall_s" in r
@@ -522,7 +555,7 @@ def run_nnunet_comparison(args: argparse.Namespace, src: Path, work: Path, shape
         if case.get("status") != "ok":
             raise SystemExit(f"ultralight3d predict: case not ok: {case}")
         run.update(label=label, threads=summary.get("threads"), in_process_s=case.get("time_s"), cmd=ours_cmd)
-        run.update(engine=case.get("engine") or summary.get("engine"), precision=summary.get("precision"))
+        run.update(engine=case.get("engine") or summary.get("engine"), precision=case.get("precision", "?"))
         box = case.get("crop_box")  # --crop-foreground: the windows of the box it ran on
         run["windows"] = _windows_monai([b - a for a, b in box], [args.roi] * 3, args.overlap) if box else None
         print(f"[ultralight3d predict, {label}] {run['wall_s']:.1f} s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GB",
