@@ -203,3 +203,49 @@ def test_devices_accepted_without_torch_are_torch_devices(device):
 
     assert _device(device) == device
     torch.device(device)  # what --device lets through, torch understands
+
+
+_QUICK_EXIT_PROBE = r"""
+import atexit, sys
+import numpy as np, nibabel as nib, torch
+from ultralight3d import create_model
+from ultralight3d.checkpoint import ModelCard, write_model_card
+from ultralight3d.cli import console
+tmp = sys.argv[1]
+torch.manual_seed(0)
+net = create_model("ultralight_unet3d_t", spatial_dims=3, in_channels=1, out_channels=2)
+torch.save(net.state_dict(), tmp + "/m.pt")
+write_model_card(tmp + "/m.pt", ModelCard(model_name="ultralight_unet3d_t", network_kwargs={}, in_channels=1,
+                                          out_channels=2, patch_size=[32, 32, 32]))
+nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 36, 33)).astype(np.float32), np.eye(4)),
+         tmp + "/scan.nii.gz")
+atexit.register(lambda: print("atexit handler ran", flush=True))
+sys.argv = ["ultralight3d", "predict", "-i", tmp + "/scan.nii.gz", "-o", tmp + "/out", "--checkpoint", tmp + "/m.pt",
+            "--quiet", *sys.argv[2:]]
+code = console()
+print("console returned", code)  # only without the quick exit
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, code, quick",
+    [([], 0, True), (["--roi-size", "30", "30", "30"], 1, True), (["--overlap", "1.5"], 2, False)],
+)
+def test_predict_from_the_console_ends_without_tear_down_and_keeps_its_exit_code(tmp_path, extra, code, quick):
+    """After a predict run the console entry ends the process with its exit code right after the ``atexit``
+    handlers (no module tear-down: ``console()`` does not return), a failed case's 1 included; the outputs and the
+    last line are there. A bad argument (exit 2) stops before predict asks for it and returns as usual."""
+    out = subprocess.run(
+        [sys.executable, "-c", _QUICK_EXIT_PROBE, str(tmp_path), *extra], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == code, out.stderr[-2000:]
+    assert "atexit handler ran" in out.stdout
+    assert ("console returned" not in out.stdout) == quick  # os._exit: console() never came back
+    if code == 0:
+        assert "1/1 case(s) segmented" in out.stdout
+        assert (tmp_path / "out" / "scan_seg.nii.gz").is_file() and (tmp_path / "out" / "summary.json").is_file()
+    elif code == 1:
+        assert "0/1 case(s) segmented" in out.stdout and "FAILED scan" in out.stderr
+    else:
+        assert f"console returned {code}" in out.stdout

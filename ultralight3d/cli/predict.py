@@ -340,4 +340,7 @@ def run_predict(args: argparse.Namespace) -> int:
         + "".join(f", {e}" for e in extra)
         + f"; outputs in {result.output_dir}"
     )
+    from . import request_quick_exit
+
+    request_quick_exit()  # every output is written and closed: the console script may skip the module tear-down
     return 0 if result.ok else 1

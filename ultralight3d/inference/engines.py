@@ -261,8 +261,16 @@ class OpenVINOModel(_ExportedModel):
         # one window per inference: on the 2-core EPYC a batch of two 96³ windows took 1.0-1.4x the time of two
         # single-window calls (bf16 165 ms against 2 x 60 ms), and one input shape means one compile per ROI
         request = self._request((1, *arr.shape[1:]))
-        outs = [np.array(request.infer({0: arr[i : i + 1]})[0], dtype=np.float32, copy=True) for i in range(len(arr))]
-        return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs)).to(x.device)
+        out: np.ndarray | None = None
+        for i in range(len(arr)):
+            # OpenVINO reads the window and hands back its output buffer without copies; each output is copied once,
+            # into the batch's array (3 ms a 96³ window less than copying the output twice and concatenating)
+            logits = request.infer({0: arr[i : i + 1]}, share_inputs=True, share_outputs=True)[0]
+            if out is None:
+                out = np.empty((len(arr), *logits.shape[1:]), dtype=np.float32)
+            np.copyto(out[i : i + 1], logits)
+        assert out is not None
+        return torch.from_numpy(out).to(x.device)
 
     forward = __call__
 
