@@ -277,3 +277,34 @@ def test_cli_engine_and_precision_reach_the_run(tmp_path):
     ran = "bf16" if cpu_has_bf16() else "fp32"  # the summary says what ran (a CPU without bf16 runs float32)
     assert (summary["engine"], summary["precision"], summary["cases"][0]["engine"]) == ("openvino", ran, "openvino")
     assert main([*argv, "--precision", "fp16"]) == 2  # argparse refuses an unknown precision
+
+
+@NEEDS_OV
+def test_the_reshaped_graph_is_kept_as_ir_and_compiled_from_there(net, monkeypatch, tmp_path):
+    """The first compile for a window shape saves the reshaped graph as OpenVINO IR in the cache; a later engine
+    compiles from that file with the same logits; a damaged entry is compiled from the graph again and rewritten."""
+    monkeypatch.setenv("ULTRALIGHT3D_CACHE", str(tmp_path))
+    onnx_path = cached_onnx(net, ROI)
+    x = torch.randn(1, 1, *ROI, generator=torch.Generator().manual_seed(1))
+    first = OpenVINOModel(onnx_path, num_threads=1)
+    want = first(x)
+    ir = first._static_ir((1, 1, *ROI))
+    assert ir.is_file() and ir.with_suffix(".bin").is_file() and ir.parent == tmp_path / "openvino" / "ir"
+    assert not [p for p in ir.parent.iterdir() if p.name.startswith(".tmp-")]  # no temporary folder left
+    second = OpenVINOModel(onnx_path, num_threads=1)
+
+    class RecordingCore:  # OpenVINO's Core, noting what each compile was given: a file path or a graph object
+        compiled_from: list[str] = []
+
+        def compile_model(self, model, *args):
+            self.compiled_from.append(model if isinstance(model, str) else "graph")
+            return real_core.compile_model(model, *args)
+
+    real_core = second.core
+    second.core = RecordingCore()
+    torch.testing.assert_close(second(x), want, rtol=0, atol=0)
+    assert RecordingCore.compiled_from == [str(ir)]
+    ir.write_text("<net>broken")  # a damaged entry: compiled from the graph, saved again
+    third = OpenVINOModel(onnx_path, num_threads=1)
+    torch.testing.assert_close(third(x), want, rtol=0, atol=0)
+    assert "<net>broken" not in ir.read_text()

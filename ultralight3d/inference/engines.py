@@ -234,13 +234,53 @@ class OpenVINOModel(_ExportedModel):
             self.config["INFERENCE_NUM_THREADS"] = int(num_threads)
         self._requests: dict[tuple[int, ...], Any] = {}
 
+    def _static_ir(self, shape: tuple[int, ...]) -> Path:
+        """Where the graph reshaped to ``shape`` is kept as OpenVINO IR: named by the ONNX file (path, size, mtime),
+        the shape and the OpenVINO version, in ``cache_dir()/openvino/ir``."""
+        import openvino as ov
+
+        stat = self.path.stat()
+        digest = hashlib.sha256(
+            repr((str(self.path.resolve()), stat.st_size, stat.st_mtime_ns, shape, ov.__version__)).encode()
+        ).hexdigest()[:24]
+        return cache_dir() / "openvino" / "ir" / f"{self.path.stem}-{digest}.xml"
+
+    def _compile(self, shape: tuple[int, ...]) -> Any:
+        """The graph compiled for ``shape``. The reshaped graph is saved once as IR in the cache; compiling from that
+        file lets OpenVINO load its compiled form from its own cache without reading, reshaping and hashing the graph
+        (0.09 s against 0.16-0.20 s for UltraLightUNet3D-base at 96³ on the 2-core EPYC, 2026-12-07)."""
+        import openvino as ov
+
+        ir = self._static_ir(shape)
+        if ir.is_file() and ir.with_suffix(".bin").is_file():
+            try:
+                return self.core.compile_model(str(ir), "CPU", self.config)
+            except Exception:  # a damaged cache entry: compile from the graph below and write it again
+                logger.warning("OpenVINO could not compile the cached %s; compiling %s", ir, self.path.name)
+        graph = self.graph.clone()
+        graph.reshape({graph.inputs[0].get_any_name(): list(shape)})
+        compiled = self.core.compile_model(graph, "CPU", self.config)
+        try:  # xml and bin into a temporary folder, synced, then renamed into place (bin first: the xml marks a
+            # whole entry, so a crash never leaves an xml beside a half-written bin)
+            from ..utils import fsync_dir, fsync_file
+
+            ir.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=ir.parent, prefix=".tmp-") as tmp:
+                ov.save_model(graph, str(Path(tmp) / "graph.xml"), compress_to_fp16=False)
+                for part in ("graph.bin", "graph.xml"):
+                    fsync_file(Path(tmp) / part)
+                os.replace(Path(tmp) / "graph.bin", ir.with_suffix(".bin"))
+                os.replace(Path(tmp) / "graph.xml", ir)
+                fsync_dir(ir.parent)
+        except OSError:  # a read-only cache: compile from the graph every time
+            pass
+        return compiled
+
     def _request(self, shape: tuple[int, ...]) -> Any:
         request = self._requests.get(shape)
         if request is None:
-            graph = self.graph.clone()
-            graph.reshape({graph.inputs[0].get_any_name(): list(shape)})
             try:
-                request = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+                request = self._compile(shape).create_infer_request()
             except Exception as err:
                 raise UserInputError(
                     f"OpenVINO cannot compile {self.path.name} for input {list(shape)}: "
