@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import openvino as ov
 
     from ultralight3d.inference import OpenVINOModel, Predictor
+    from ultralight3d.inference.engines import cpu_has_bf16
     from ultralight3d.inference.threads import set_threads
     from ultralight3d.io.cases import discover_cases, load_case
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calibration, evaluation = images[: args.calibration], images[args.calibration :][: args.cases or None]
     if not calibration or not evaluation:
         raise SystemExit(f"need more than --calibration {args.calibration} scans matching {DATA / IMAGES}")
-    overrides = {"device": "$torch.device('cpu')", "progress": False, "engine": "openvino"}
+    overrides = {"device": "$torch.device('cpu')", "progress": False, "engine": "openvino", "precision": "fp32"}
     fp32 = Predictor.from_bundle(BUNDLE, overrides=overrides)
     graph_file = fp32.models[0].path
     recorder = _Recorder(fp32.models[0])
@@ -127,16 +128,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         int8_model = OpenVINOModel(int8_file, threads)
         int8 = Predictor.from_bundle(BUNDLE, overrides=overrides)
         int8.models = [int8_model]
+        predictors = [("openvino fp32", fp32)]
+        if cpu_has_bf16():  # the default precision on such a CPU (``precision="auto"``), for comparison
+            predictors.append(
+                ("openvino bf16", Predictor.from_bundle(BUNDLE, overrides={**overrides, "precision": "bf16"}))
+            )
+        predictors.append(("openvino int8 (NNCF)", int8))
         rows: dict[str, dict[str, Any]] = {
             name: {"window_ms": _window_ms(pred.models[0], shape), "network_s": 0.0, "equal": 0, "voxels": 0,
                    "worst": 1.0, "dice": []}
-            for name, pred in (("openvino fp32", fp32), ("openvino int8 (NNCF)", int8))
+            for name, pred in predictors
         }  # fmt: skip
         for image in evaluation:
             loaded, reference = load(image), None
             truth_file = image.with_name(image.name.replace("image_", "label_"))
             truth = np.asarray(nib.load(str(truth_file)).dataobj).astype(np.int64) if truth_file.is_file() else None
-            for name, pred in (("openvino fp32", fp32), ("openvino int8 (NNCF)", int8)):
+            for name, pred in predictors:
                 case = pred.predict_image(loaded)
                 label = np.asarray(case.label)
                 reference = label if reference is None else reference
@@ -167,7 +174,7 @@ def table(res: dict[str, Any], argv: list[str]) -> str:
 
     fp32 = res["rows"]["openvino fp32"]
     lines = [
-        "# int8 on the CPU: NNCF post-training quantization in OpenVINO against float32",
+        "# int8 on the CPU: NNCF post-training quantization in OpenVINO against float32 (and bf16)",
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, threads {res['threads']}; "
         f"OpenVINO {res['versions']['openvino']} (CPU capabilities {', '.join(res['capabilities'])}), NNCF "

@@ -287,6 +287,7 @@ class Predictor:
                 logger.warning("this CPU has no bfloat16 arithmetic (AVX512_BF16 or AMX): running float32 instead")
                 precision = "fp32"
         self.precision = precision
+        self.amp = bool(amp)
         self._cpu_bf16: bool | None = None  # engine_precision("openvino") with precision "auto": asked once
         self.crop_foreground = bool(crop_foreground)
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -327,7 +328,6 @@ class Predictor:
         self.sw_batch_size = int(sw_batch_size)
         self.overlap = float(overlap)
         self.mode = mode
-        self.amp = bool(amp)
         self.tta = bool(tta)
         self.tta_axes = tuple(int(a) for a in tta_axes)
         self.inferer = inferer
@@ -391,15 +391,17 @@ class Predictor:
         return model, "torch"
 
     def engine_precision(self, engine: str) -> str:
-        """The arithmetic ``engine`` runs this predictor's networks in (``"fp32"`` or ``"bf16"``).
+        """The arithmetic ``engine`` runs this predictor's networks in (``"fp32"``, ``"bf16"``, or ``"fp16"``: CUDA's
+        float16 autocast with ``amp``).
 
         bf16 exists for OpenVINO and torch on the CPU; ``precision="auto"`` chooses it for OpenVINO where the CPU
         has bf16 arithmetic (AVX512_BF16/AMX: on the 2-core EPYC of ``benchmarks/results/predict_cpu_engines.md``
         the network stage took 0.77x the float32 time, and the shipped models keep 99.9+ % of their float32 label
         maps on every case, ``benchmarks/results/engines_cpu.md``), and float32 for torch, whose CPU autocast is no
-        faster than its float32 fast path. ONNX Runtime, other callables and CUDA (where ``amp`` decides) report
-        float32.
+        faster than its float32 fast path. ONNX Runtime and other callables report float32.
         """
+        if self.device.type == "cuda":
+            return "fp16" if self.amp else "fp32"
         if self.device.type != "cpu" or engine not in ("openvino", "torch"):
             return "fp32"
         if self.precision != "auto":
