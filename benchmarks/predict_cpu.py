@@ -270,18 +270,22 @@ def _table(rows: list[dict], shape, args) -> str:
         "voxels whose label equals the torch row's (random weights: near-ties everywhere, so a harsh test of the "
         "arithmetic; the agreement on trained models is in `engines_cpu.md`).",
         "",
-        "ran: the engine and precision the case ran with (`auto`: chosen by `predict`); bare loop = a bare "
+        "ms per window = network / the sliding window's windows (every call to the engine: the forward pass and "
+        "the copies around it). ran: the engine and precision the case ran with (`auto`: chosen by `predict`); bare "
+        "loop = a bare "
         "`monai.inferers.sliding_window_inference` over the same preprocessed volume, windows and Gaussian blending "
         "with the same compiled network; loop vs bare = (network + stitch) / bare loop, the predictor's window loop "
         "against that floor (its stitch includes OpenVINO's compile, ~0.1-0.3 s, which the bare loop reuses).",
         "",
         "| network | engine | ran | params (M) | prepare (s) | "
         + " | ".join(f"{s} (s)" for s in STAGES)
-        + " | total (s) | network share | network vs torch | bare loop (s) | loop vs bare | labels = torch |"
+        + " | total (s) | network share | ms per window | network vs torch | bare loop (s) | loop vs bare |"
+        " labels = torch |"
         " peak RSS (GB) | time vs DynUNet | RSS vs DynUNet |"
         + (" busy core: total (s) | threads | slowdown |" if args.contention else ""),
-        "|---|---|---|---:|---:|" + "---:|" * (len(STAGES) + 9) + ("---:|" * 3 if args.contention else ""),
+        "|---|---|---|---:|---:|" + "---:|" * (len(STAGES) + 10) + ("---:|" * 3 if args.contention else ""),
     ]
+    windows = _windows_monai(shape, [args.roi] * 3, args.overlap)
     for r in rows:
         ref = next((q for q in rows if q["model"] == r["model"] and q["engine"] == REFERENCE_ENGINE), None)
         net_ratio = f"{t_net(r) / t_net(ref):.2f}x" if ref else "n/a"
@@ -295,7 +299,8 @@ def _table(rows: list[dict], shape, args) -> str:
         lines.append(
             f"| {r['model']} | {r['engine']} | {r.get('ran', 'n/a')} | {r['params_m']:.3f} | {r['prepare_s']:.2f} | "
             + " | ".join(f"{t.get(s, 0):.2f}" for s in STAGES)
-            + f" | {r['wall_s']:.2f} | {share} | {net_ratio} | {f'{bare:.2f}' if bare else 'n/a'} | {loop} | {agree} |"
+            + f" | {r['wall_s']:.2f} | {share} | {1000 * t.get('network', 0) / windows:.0f} | {net_ratio} |"
+            f" {f'{bare:.2f}' if bare else 'n/a'} | {loop} | {agree} |"
             f" {r['peak_rss_mb'] / 1024:.2f} | {ratio_t} | {ratio_m} |"
             + (
                 f" {r['busy_wall_s']:.2f} | {r['busy_threads']} | {r['busy_wall_s'] / r['wall_s']:.2f}x |"
