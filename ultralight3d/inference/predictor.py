@@ -396,7 +396,7 @@ class Predictor:
 
         bf16 exists for OpenVINO and torch on the CPU; ``precision="auto"`` chooses it for OpenVINO where the CPU
         has bf16 arithmetic (AVX512_BF16/AMX: on the 2-core EPYC of ``benchmarks/results/predict_cpu_engines.md``
-        the network stage took 0.62-0.77x the float32 time, and the shipped models keep 99.9+ % of their float32 label
+        the network stage took 0.62-0.91x the float32 time, and the shipped models keep 99.9+ % of their float32 label
         maps on every case, ``benchmarks/results/engines_cpu.md``), and float32 for torch, whose CPU autocast is no
         faster than its float32 fast path. ONNX Runtime and other callables report float32.
         """
