@@ -154,7 +154,7 @@ def worker(args: argparse.Namespace) -> None:
     case = run.cases[0]
     if not case.ok:
         raise SystemExit(f"{args.worker} failed: {case.error}")
-    bare_s, loop_s = _bare_window_loop(predictor, args)
+    bare_s, loop_s = _window_loops(predictor, args)
     print(
         json.dumps(
             {
@@ -223,7 +223,7 @@ def _busy_process() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def _bare_window_loop(predictor: Any, args: argparse.Namespace) -> tuple[float, float]:
+def _window_loops(predictor: Any, args: argparse.Namespace) -> tuple[float, float]:
     """The predictor's window loop against a bare one, both warm, in turns (bare, predictor, bare, predictor; the
     shorter of each pair of times): ``Predictor.predict_probabilities`` on the preprocessed input (windows, blending,
     softmax) and a bare ``monai.inferers.sliding_window_inference`` over the same windows (ROI, overlap,

@@ -288,7 +288,6 @@ class Predictor:
                 precision = "fp32"
         self.precision = precision
         self.amp = bool(amp)
-        self._cpu_bf16: bool | None = None  # engine_precision("openvino") with precision "auto": asked once
         self.crop_foreground = bool(crop_foreground)
         self.roi_size = tuple(int(r) for r in roi_size)
         checkpoints: list[str | os.PathLike | None]
@@ -408,11 +407,9 @@ class Predictor:
             return self.precision
         if engine != "openvino":
             return "fp32"
-        if self._cpu_bf16 is None:
-            from . import engines
+        from . import engines
 
-            self._cpu_bf16 = engines.cpu_has_bf16()
-        return "bf16" if self._cpu_bf16 else "fp32"
+        return "bf16" if engines.cpu_has_bf16() else "fp32"  # asked once per process (cached)
 
     @property
     def model(self) -> ModelLike:
